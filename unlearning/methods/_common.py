@@ -1,0 +1,30 @@
+"""Helpers shared by several methods (not a method: the leading underscore keeps it unregistered)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor
+
+from ..data import Samples
+
+
+def cycle(samples: Samples, batch_size: int, generator: torch.Generator,
+          augment: bool = False) -> Iterator[tuple[Tensor, Tensor]]:
+    """Endless reshuffled batches: pairs a short set (forget) with a long one (retain)."""
+    while True:
+        yield from samples.batches(batch_size, generator=generator, augment=augment)
+
+
+def random_other_labels(y: Tensor, num_classes: int, generator: torch.Generator,
+                        exclude: list[int] | None = None) -> Tensor:
+    """Uniform random labels != the true label (and not in `exclude`, e.g. the forgotten classes)."""
+    banned = torch.zeros(len(y), num_classes, dtype=torch.bool)
+    banned[torch.arange(len(y)), y.cpu()] = True
+    if exclude:
+        banned[:, exclude] = True
+    if banned.all(dim=1).any():
+        raise ValueError("no label left to draw: every class is excluded")
+    weights = (~banned).float()
+    return torch.multinomial(weights, 1, generator=generator).flatten().to(y.device)

@@ -1,0 +1,199 @@
+"""The method contract: registration, typed configs, declared data access, and the `unlearn` entry.
+
+A method is `fn(model, inputs, cfg, *, log=None) -> nn.Module`. `model` is the method's own copy of the
+original (the caller's model is never touched). `inputs` hands out only the data the method declared
+(`forget`, `retain`, `retain_subset`, `val`, `train`, `mnemonic`, or nothing for zero-shot methods);
+anything else raises `DataAccessError`, and what was touched is recorded.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from ..data import Samples
+from ..registry import Registry
+from ..requests import Split
+from ..utils import seed_everything, timed
+
+ACCESS_KINDS = frozenset({"forget", "retain", "retain_subset", "val", "train", "mnemonic"})
+ALL_SCENARIOS = frozenset({"class", "subclass", "random", "ids", "range"})
+
+
+class MethodConfig(BaseModel):
+    """Base of every method's config: immutable, unknown keys rejected."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataAccessError(PermissionError):
+    """A method asked for data it did not declare."""
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str
+    fn: Callable[..., nn.Module]
+    config: type[MethodConfig]
+    needs: frozenset[str]
+    scenarios: frozenset[str]
+    tasks: frozenset[str]
+
+    @property
+    def summary(self) -> str:
+        return (self.fn.__doc__ or "").strip().splitlines()[0] if self.fn.__doc__ else ""
+
+
+METHODS: Registry[MethodInfo] = Registry("method")
+
+
+def register_method(name: str, *, config: type[MethodConfig], needs: set[str] | frozenset[str],
+                    scenarios: set[str] | frozenset[str] = ALL_SCENARIOS,
+                    tasks: set[str] | frozenset[str] = frozenset({"classification"})) -> Callable:
+    """Register a method next to its definition, with its config class and the data it touches."""
+    unknown = set(needs) - ACCESS_KINDS
+    if unknown:
+        raise ValueError(f"method {name!r}: unknown data access {sorted(unknown)}; allowed: {sorted(ACCESS_KINDS)}")
+
+    def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        METHODS.register(name)(MethodInfo(name, fn, config, frozenset(needs), frozenset(scenarios),
+                                          frozenset(tasks)))
+        return fn
+
+    return deco
+
+
+class UnlearnInputs:
+    """What a method may see. Metadata is always available; data only as declared."""
+
+    def __init__(self, split: Split, needs: frozenset[str], *, device: torch.device, seed: int,
+                 codes: Tensor | None = None) -> None:
+        self._split = split
+        self._needs = needs
+        self._codes = codes
+        self.device = device
+        self.seed = seed
+        self.touched: set[str] = set()
+        ds = split.dataset
+        self.task = ds.task
+        self.scenario = split.scenario
+        self.num_classes = ds.num_classes
+        self.in_shape = ds.in_shape
+        self.forget_classes = split.forget_classes
+        self.forget_fraction = split.forget_fraction
+        self.mean, self.std = ds.mean, ds.std
+        self.augmentable = ds.augment
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        """A CPU generator derived from the method seed (batch order, subsets, noise)."""
+        return torch.Generator().manual_seed(self.seed * 1_000 + offset)
+
+    def _take(self, kind: str) -> None:
+        if kind not in self._needs:
+            raise DataAccessError(f"this method declared {sorted(self._needs) or ['none']} but asked for {kind!r}")
+        self.touched.add(kind)
+
+    @property
+    def forget(self) -> Samples:
+        self._take("forget")
+        return self._split.forget(self.device)
+
+    @property
+    def retain(self) -> Samples:
+        self._take("retain")
+        return self._split.retain(self.device)
+
+    def retain_subset(self, fraction: float | None = None, count: int | None = None,
+                      per_class: int | None = None) -> Samples:
+        """A seeded random part of D_r: a fraction, a count, or `per_class` samples of each class."""
+        self._take("retain_subset" if "retain_subset" in self._needs else "retain")
+        retain = self._split.retain(self.device)
+        gen = self.generator(17)
+        if per_class is not None:
+            picks = []
+            for c in torch.unique(retain.y).tolist():
+                pos = torch.nonzero(retain.y.cpu() == c).flatten()
+                picks.append(pos[torch.randperm(len(pos), generator=gen)[:per_class]])
+            idx = torch.sort(torch.cat(picks)).values
+        else:
+            n = count if count is not None else int(round((fraction or 0.0) * len(retain)))
+            if n <= 0:
+                raise ValueError(f"retain subset is empty (fraction={fraction}, count={count}); "
+                                 "it must select at least one sample")
+            idx = torch.sort(torch.randperm(len(retain), generator=gen)[:n]).values
+        return retain.subset(idx)
+
+    @property
+    def val(self) -> Samples:
+        self._take("val")
+        return self._split.val(self.device)
+
+    @property
+    def train(self) -> Samples:
+        """The full training set D (SSD's importances over D)."""
+        self._take("train")
+        return self._split.train(self.device)
+
+    @property
+    def codes(self) -> Tensor:
+        """Mnemonic class codes stored with the model's checkpoint, one per class: [C, *in_shape]."""
+        self._take("mnemonic")
+        if self._codes is None:
+            raise ValueError("this model was not trained with mnemonic codes (set train.mnemonic and retrain it)")
+        return self._codes
+
+
+@dataclass
+class UnlearnResult:
+    model: nn.Module
+    time_s: float
+    touched: list[str] = field(default_factory=list)
+    method: str = ""
+
+
+def check_split(split: Split) -> None:
+    """Data-dependent checks every method gets at entry."""
+    if len(split.forget_idx) == 0:
+        raise ValueError("empty forget set: nothing to unlearn")
+    if len(split.retain_idx) == 0:
+        raise ValueError("empty retain set: the request forgets everything")
+    if len(set(split.forget_idx.tolist()) & set(split.retain_idx.tolist())):
+        raise ValueError("forget and retain sets overlap")
+
+
+def unlearn(name: str, model: nn.Module, split: Split, cfg: MethodConfig | dict[str, Any] | None = None, *,
+            seed: int = 0, device: torch.device | str | None = None,
+            log: Callable[[dict[str, Any]], None] | None = None) -> UnlearnResult:
+    """Run method `name` on a copy of `model`; time it (CUDA-synchronised) and record the data touched."""
+    info = METHODS.get(name)
+    if cfg is None or isinstance(cfg, dict):
+        cfg = info.config.model_validate(cfg or {})
+    elif not isinstance(cfg, info.config):
+        raise TypeError(f"config of {name} must be {info.config.__name__}; got {type(cfg).__name__}")
+    check_split(split)
+    if split.scenario not in info.scenarios:
+        raise ValueError(f"method {name!r} does not support {split.scenario!r} requests; "
+                         f"it supports {sorted(info.scenarios)}")
+    if split.dataset.task not in info.tasks:
+        raise ValueError(f"method {name!r} does not support {split.dataset.task} tasks; "
+                         f"it supports {sorted(info.tasks)}")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    codes = (getattr(model, "extra", None) or {}).get("mnemonic_codes")
+    inputs = UnlearnInputs(split, info.needs, device=device, seed=seed,
+                           codes=codes.to(device) if codes is not None else None)
+    seed_everything(seed)
+    with timed(device) as t:
+        work = copy.deepcopy(model).to(device)
+        out = info.fn(work, inputs, cfg, log=log)
+    out.eval()
+    return UnlearnResult(out, t["s"], sorted(inputs.touched), name)
+
+
+def list_methods() -> list[str]:
+    return METHODS.names()

@@ -1,0 +1,40 @@
+"""NegGrad+ (the SCRUB paper's version), METHODS.md §1.4."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from torch import Tensor, nn
+
+from ..training import make_optimizer, optimize, task_loss
+from ._common import cycle
+from .base import MethodConfig, UnlearnInputs, register_method
+
+
+class NegGradPlusConfig(MethodConfig):
+    """Official SCRUB defaults: alpha 0.95, 10 epochs, SGD lr 0.01, weight decay 0."""
+
+    alpha: float = Field(0.95, ge=0.0, le=1.0)
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(0.01, gt=0.0)
+    momentum: float = Field(0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    batch_size: int = Field(64, ge=1)
+
+
+@register_method("neggrad_plus", config=NegGradPlusConfig, needs={"forget", "retain"})
+def neggrad_plus(model: nn.Module, inputs: UnlearnInputs, cfg: NegGradPlusConfig, *, log=None) -> nn.Module:
+    """Per step: alpha * CE(retain batch) - (1 - alpha) * CE(forget batch); forget batches are cycled."""
+    retain, forget = inputs.retain, inputs.forget
+    gen = inputs.generator()
+    forget_stream = cycle(forget, cfg.batch_size, gen)
+
+    def loss_fn(m: nn.Module, xr: Tensor, yr: Tensor) -> Tensor:
+        xf, yf = next(forget_stream)
+        return cfg.alpha * task_loss(m(xr), yr) - (1 - cfg.alpha) * task_loss(m(xf), yf)
+
+    opt = make_optimizer(model.parameters(), "sgd", cfg.lr, cfg.momentum, cfg.weight_decay)
+    for epoch in range(cfg.epochs):
+        loss = optimize(model, loss_fn, retain.batches(cfg.batch_size, generator=gen), opt)
+        if log:
+            log({"stage": "neggrad_plus", "epoch": epoch + 1, "epochs": cfg.epochs, "loss": loss})
+    return model

@@ -1,0 +1,28 @@
+"""Retrain from scratch on D_r: the oracle ("gold model"), METHODS.md §1.1."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from torch import nn
+
+from ..config import TrainConfig
+from ..models import fresh_copy
+from ..training import fit
+from .base import MethodConfig, UnlearnInputs, register_method
+
+
+class RetrainConfig(MethodConfig):
+    """The training recipe; the runner fills it with `params.train` so the oracle matches the original."""
+
+    recipe: TrainConfig = Field(default_factory=TrainConfig)
+
+
+@register_method("retrain", config=RetrainConfig, needs={"retain"},
+                 tasks={"classification", "regression"})
+def retrain(model: nn.Module, inputs: UnlearnInputs, cfg: RetrainConfig, *, log=None) -> nn.Module:
+    """Re-initialise every parameter and train with the original recipe on the retain set only.
+
+    A true re-initialisation (a fresh model from the registry), not the SSD repo's head-only reset [QUIRK].
+    """
+    fresh = fresh_copy(model, seed=cfg.recipe.seed + 7_919 * (inputs.seed + 1))
+    return fit(fresh, inputs.retain, cfg.recipe, log=log, stage="retrain")

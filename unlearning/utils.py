@@ -1,0 +1,54 @@
+"""Seeding, device choice, timing and hashing. Nothing else."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed python, numpy and torch; return a torch generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def get_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def synchronize(device: torch.device | str | None = None) -> None:
+    """Wait for queued CUDA work so wall times are honest."""
+    if torch.cuda.is_available() and (device is None or torch.device(device).type == "cuda"):
+        torch.cuda.synchronize()
+
+
+@contextmanager
+def timed(device: torch.device | str | None = None) -> Iterator[dict[str, float]]:
+    """Measure wall time of a block (CUDA synchronised at both ends); result in `t["s"]`."""
+    out: dict[str, float] = {}
+    synchronize(device)
+    start = time.perf_counter()
+    try:
+        yield out
+    finally:
+        synchronize(device)
+        out["s"] = time.perf_counter() - start
+
+
+def content_hash(obj: Any, length: int = 12) -> str:
+    """Stable short hash of a JSON-able object (keys sorted)."""
+    blob = json.dumps(obj, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:length]
