@@ -13,12 +13,12 @@ class NegGradConfig(MethodConfig):
     """No official defaults exist [UNVERIFIED]; METHODS.md suggests a low-LR SGD for 1-5 epochs with clipping.
 
     We run a fixed budget (no early stopping on forget accuracy: that would tune on forget metrics).
-    On digits/MLP (class 3), lr 1e-2 x 5 epochs drove forget acc to 0 with test acc on other classes
-    within about 2 points; lr 1e-3 barely moved the forget loss.
+    Measured on digits/MLP, class 3 (forget / retain-test acc; oracle 0.0 / 0.965): lr 0.01 x 5 epochs
+    0.78 / 0.98; lr 0.005 1.0 / 0.97; lr 0.02 x 5 epochs 0.0 / 0.96, hence lr 0.02.
     """
 
     epochs: int = Field(5, ge=1)
-    lr: float = Field(1e-2, gt=0.0)
+    lr: float = Field(0.02, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     batch_size: int = Field(64, ge=1)
     grad_clip: float = Field(1.0, gt=0.0)

@@ -11,9 +11,14 @@ from .base import MethodConfig, UnlearnInputs, register_method
 
 
 class NegGradPlusConfig(MethodConfig):
-    """Official SCRUB defaults: alpha 0.95, 10 epochs, SGD lr 0.01, weight decay 0."""
+    """Official SCRUB defaults: alpha 0.95, 10 epochs, SGD lr 0.01, weight decay 0; we change alpha to 0.99.
 
-    alpha: float = Field(0.95, ge=0.0, le=1.0)
+    The ascent term is unbounded, so the result is knife-edge. Measured on digits/MLP, class 3 (forget /
+    retain-test acc; oracle 0.0 / 0.965), 10 epochs lr 0.01: alpha 0.95 collapses the model (0.0 / 0.10),
+    0.98 too (0.0 / 0.19), 0.99 gives 0.0 / 0.94, 0.995 barely forgets (0.71 / 0.97).
+    """
+
+    alpha: float = Field(0.99, ge=0.0, le=1.0)
     epochs: int = Field(10, ge=1)
     lr: float = Field(0.01, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)

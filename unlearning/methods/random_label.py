@@ -14,10 +14,14 @@ from .base import MethodConfig, UnlearnInputs, register_method
 
 
 class RandomLabelConfig(MethodConfig):
-    """Official defaults: 3 epochs, Adam lr 1e-4, batch 128, on relabelled D_f plus D_r."""
+    """Official defaults: 3 epochs, Adam lr 1e-4, batch 128, on relabelled D_f plus D_r; we use lr 1e-3.
+
+    At our scale 3 epochs are ~35 steps: measured on digits/MLP, class 3 (forget / retain-test acc; oracle
+    0.0 / 0.965): lr 1e-4 leaves 0.32 / 0.98, 5 epochs 0.08 / 0.96, lr 1e-3 gives 0.0 / 0.98.
+    """
 
     epochs: int = Field(3, ge=1)
-    lr: float = Field(1e-4, gt=0.0)
+    lr: float = Field(1e-3, gt=0.0)
     batch_size: int = Field(128, ge=1)
     with_retain: bool = True  # False: SalUn-style, relabelled D_f only
 

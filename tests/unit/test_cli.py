@@ -1,0 +1,40 @@
+"""`python -m unlearning`: runs on tiny budgets, prints the table, writes the JSON, rejects bad params."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from unlearning.__main__ import main
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ["--set", "train.epochs=4", "--set", "unlearn.methods=[finetune,neggrad]",
+        "--set", "unlearn.finetune={epochs: 1}", "--set", "evaluate.ain_max_steps=20", "--quiet"]
+
+
+def test_runs_and_writes_json(tmp_path, capsys) -> None:
+    out = tmp_path / "results.json"
+    assert main(["--params", str(ROOT / "params.yaml"), *TINY, "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    for row in ("original", "oracle (retrain)", "finetune", "neggrad"):
+        assert row in table
+    results = json.loads(out.read_text())
+    assert set(results) >= {"request", "original", "oracle", "methods"}
+    assert results["request"]["forget_classes"] == [3]
+    assert results["oracle"]["forget/acc"] <= 0.05  # a retrained model never saw class 3
+    for name in ("finetune", "neggrad"):
+        m = results["methods"][name]
+        assert m["time/s"] > 0 and m["speedup"] > 0
+        assert 0 <= m["forget/acc"] <= 1 and "mia/entropy_lr" in m
+    assert results["methods"]["neggrad"]["data"] == ["forget"]
+    assert results["methods"]["finetune"]["data"] == ["retain"]
+
+
+def test_bad_param_exits_2_with_message(capsys) -> None:
+    assert main(["--params", str(ROOT / "params.yaml"), "--set", "train.lr=-1", "--quiet"]) == 2
+    assert "train.lr" in capsys.readouterr().err
+
+
+def test_bad_request_exits_2_before_training(capsys) -> None:
+    assert main(["--params", str(ROOT / "params.yaml"), "--set", "request.classes=[42]", "--quiet"]) == 2
+    assert "unknown class 42" in capsys.readouterr().err

@@ -1,0 +1,225 @@
+"""Metrics with known answers: synthetic signals for the attacks, tiny digits / diabetes models for the rest."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from unlearning.config import EvaluateConfig, RequestConfig, TrainConfig
+from unlearning.metrics import (
+    act_dist,
+    anamnesis_index,
+    average_gap,
+    confusion_matrix,
+    cv_attack,
+    efficacy,
+    entropy_attack,
+    evaluate,
+    js_divergence,
+    js_textbook,
+    kl_divergence,
+    member_rate,
+    mia_scores,
+    per_class_accuracy,
+    random_teacher,
+    regression_attack,
+    relearn_steps,
+    threshold_attack,
+    wasserstein,
+    weight_distance,
+    zrf,
+)
+from unlearning.models import create_model, fresh_copy
+from unlearning.requests import resolve
+from unlearning.training import fit, predict
+
+CLASS_KEYS = {"forget/acc", "retain/acc", "test/acc", "forget_test/acc", "retain_test/acc", "mia/entropy_lr",
+              "mia/loss_cv", "mia/entropy_cv", "mia/threshold_acc", "mia/threshold_auc",
+              "mia/threshold_tpr_at_1fpr", "mia/efficacy", "zrf", "oracle/act_dist", "oracle/js",
+              "oracle/js_textbook", "oracle/kl", "oracle/kl_test", "oracle/weight_dist", "oracle/avg_gap", "ain"}
+
+
+@pytest.fixture(scope="module")
+def class_split(digits):
+    return resolve(RequestConfig(classes=[3]), digits)
+
+
+@pytest.fixture(scope="module")
+def original(class_split):
+    torch.manual_seed(0)
+    return fit(create_model("mlp", 10, (1, 8, 8), width=64), class_split.train(), TrainConfig(epochs=5))
+
+
+@pytest.fixture(scope="module")
+def oracle(class_split):
+    torch.manual_seed(1)
+    return fit(create_model("mlp", 10, (1, 8, 8), width=64), class_split.retain(), TrainConfig(epochs=5, seed=1))
+
+
+def _state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _same_state(model, state):
+    return all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+# --------------------------------------------------------------------------- attacks on synthetic signals
+
+def test_attacks_on_one_distribution_are_chance():
+    rng = np.random.default_rng(0)
+    a, b, c = rng.normal(size=2000), rng.normal(size=2000), rng.normal(size=2000)
+    assert cv_attack(a, b) == pytest.approx(0.5, abs=0.05)
+    res = threshold_attack(a, b, c)
+    assert res["auc"] == pytest.approx(0.5, abs=0.05)
+    assert res["acc"] == pytest.approx(0.5, abs=0.05)
+    assert res["tpr_at_1fpr"] <= 0.05
+
+
+def test_attacks_on_separated_distributions():
+    rng = np.random.default_rng(0)
+    low, high = rng.normal(0, 1, 500), rng.normal(6, 1, 500)  # members low loss, non-members high
+    assert cv_attack(low, high) > 0.95
+    res = threshold_attack(low, high, rng.normal(0, 1, 300))
+    assert res["auc"] > 0.99 and res["acc"] > 0.95 and res["tpr_at_1fpr"] > 0.9
+    for clf in ("lr", "svc"):
+        assert member_rate(low, high, rng.normal(0, 1, 300), clf) > 0.95
+        assert member_rate(low, high, rng.normal(6, 1, 300), clf) < 0.05
+    # Entropy: members low. Efficacy: confidence, members high; score is the NON-member rate.
+    assert entropy_attack(low, high, rng.normal(6, 1, 300)) < 0.05
+    conf_in, conf_out = rng.uniform(0.9, 1.0, 400), rng.uniform(0.0, 0.3, 400)
+    assert efficacy(conf_in, conf_out, rng.uniform(0.0, 0.3, 200)) > 0.95
+    assert efficacy(conf_in, conf_out, rng.uniform(0.9, 1.0, 200)) < 0.05
+    assert regression_attack(low, high, rng.normal(0, 1, 300)) > 0.95
+
+
+def test_attacks_degrade_to_nan():
+    rng = np.random.default_rng(0)
+    assert math.isnan(cv_attack(rng.normal(size=5), rng.normal(size=100)))
+    assert math.isnan(cv_attack(np.array([np.nan] * 50), rng.normal(size=50)))
+    assert all(math.isnan(v) for v in threshold_attack(np.ones(1), np.ones(5), np.ones(5)).values())
+    assert math.isnan(member_rate(np.array([]), rng.normal(size=5), rng.normal(size=5)))
+    with pytest.raises(ValueError, match="'classifier'"):
+        member_rate(rng.normal(size=5), rng.normal(size=5), rng.normal(size=5), "knn")
+
+
+# --------------------------------------------------------------------------- distances, ZRF
+
+def test_distances_to_self_are_zero_and_known_values():
+    logits = torch.randn(64, 10)
+    for fn in (act_dist, js_divergence, js_textbook, kl_divergence):
+        assert fn(logits, logits) == pytest.approx(0.0, abs=1e-6)
+    # Two one-hot-ish distributions on disjoint classes: textbook JS -> ln 2, act_dist -> sqrt(2).
+    p, q = torch.tensor([[50.0, 0.0]]), torch.tensor([[0.0, 50.0]])
+    assert js_textbook(p, q) == pytest.approx(math.log(2), abs=1e-4)
+    assert act_dist(p, q) == pytest.approx(math.sqrt(2), abs=1e-4)
+    # Code-JS: KL(m||p) terms averaged over N x C = 2 elements each.
+    pp, qq = torch.softmax(p, 1), torch.softmax(q, 1)
+    m = (pp + qq) / 2
+    manual = 0.5 * (m * (m.log() - pp.log())).mean() + 0.5 * (m * (m.log() - qq.log())).mean()
+    assert js_divergence(p, q) == pytest.approx(float(manual), rel=1e-4)
+    assert wasserstein(torch.arange(5.0), torch.arange(5.0) + 2.0) == pytest.approx(2.0)
+
+
+def test_weight_distance():
+    model = create_model("mlp", 10, (1, 8, 8), width=16)
+    assert weight_distance(model, model) == 0.0
+    doubled = fresh_copy(model)
+    doubled.load_state_dict({k: 2 * v for k, v in model.state_dict().items()})
+    assert weight_distance(doubled, model) == pytest.approx(1.0, rel=1e-5)  # ‖2θ - θ‖ / ‖θ‖
+    with pytest.raises(ValueError, match="'reference'"):
+        weight_distance(model, create_model("mlp", 10, (1, 8, 8), width=8))
+
+
+def test_zrf(class_split, original):
+    forget = class_split.forget_test()
+    teacher = random_teacher(original)
+    assert zrf(teacher, forget) == pytest.approx(1.0, abs=1e-6)
+    random_net = fresh_copy(original, seed=123)
+    assert zrf(original, forget) < zrf(random_net, forget)
+    # The teacher is seeded without shifting the caller's random stream.
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    random_teacher(original)
+    assert torch.equal(torch.rand(3), expected)
+
+
+# --------------------------------------------------------------------------- AIN, average gap
+
+def test_ain_of_oracle_against_itself_is_one(class_split, original, oracle):
+    before = _state(oracle), _state(original)
+    assert anamnesis_index(oracle, oracle, original, class_split, max_steps=50) == pytest.approx(1.0)
+    assert _same_state(oracle, before[0]) and _same_state(original, before[1])
+
+
+def test_ain_of_original_is_below_one_and_the_cap_holds(class_split, original, oracle):
+    # The original never forgot: it meets its own target after the first step, the oracle needs more.
+    assert anamnesis_index(original, oracle, original, class_split, max_steps=50) < 1.0
+    forget = class_split.forget()
+    assert relearn_steps(oracle, forget, forget, 1.5, regression=False, max_steps=3) == 3  # unreachable
+
+
+def test_average_gap():
+    m = {"forget/acc": 0.1, "retain/acc": 0.9, "test/acc": 0.8, "mia/efficacy": 0.7, "zrf": 0.3}
+    assert average_gap(m, dict(m)) == 0.0
+    assert average_gap({**m, "forget/acc": 0.2}, m) == pytest.approx(10.0 / 4)  # 10 points on one of 4 keys
+
+
+# --------------------------------------------------------------------------- accuracy helpers, evaluate
+
+def test_accuracy_helpers_match_manual(class_split, original):
+    test = class_split.test()
+    pred = predict(original, test).argmax(1)
+    cm = confusion_matrix(original, test, 10)
+    assert cm.sum() == len(test) and cm.trace() == int((pred == test.y).sum())
+    per_class = per_class_accuracy(original, test, 10)
+    for c in range(10):
+        mask = test.y == c
+        assert per_class[c] == pytest.approx(float((pred[mask] == c).float().mean()))
+
+
+def test_evaluate_class_forgetting(class_split, original, oracle):
+    before = _state(original)
+    out = evaluate(original, class_split, original=original, oracle=oracle,
+                   cfg=EvaluateConfig(ain_max_steps=30))
+    assert set(out) == CLASS_KEYS
+    assert all(isinstance(v, float) and math.isfinite(v) for v in out.values())
+    assert _same_state(original, before)
+    for name in ("forget", "retain", "test"):
+        samples = getattr(class_split, name)()
+        manual = float((predict(original, samples).argmax(1) == samples.y).float().mean())
+        assert out[f"{name}/acc"] == pytest.approx(manual)
+    # The oracle never saw class 3: every distance from itself is 0 and its forget accuracy is 0.
+    ref = evaluate(oracle, class_split, oracle=oracle, cfg=EvaluateConfig(ain=False))
+    assert ref["forget/acc"] == 0.0 and ref["oracle/avg_gap"] == 0.0
+    assert ref["oracle/js"] == pytest.approx(0.0, abs=1e-6) and ref["oracle/weight_dist"] == 0.0
+    assert "ain" not in ref
+
+
+def test_evaluate_options(class_split, original):
+    out = evaluate(original, class_split, cfg=EvaluateConfig(mia_classifier="svc"))
+    assert "mia/entropy_svc" in out and "mia/entropy_lr" not in out
+    assert not any(k.startswith("oracle/") for k in out) and "ain" not in out
+    scores = mia_scores(original, class_split)
+    assert len(scores["forget/loss"]) == len(class_split.forget_idx)
+    assert {k.split("/")[1] for k in scores} == {"entropy", "loss", "confidence"}
+
+
+def test_evaluate_regression(diabetes):
+    ds = diabetes
+    split = resolve(RequestConfig(target_range=(25.0, 90.0)), ds)
+    kw = {"y_mean": float(ds.y_train.mean()), "y_std": float(ds.y_train.std())}
+    torch.manual_seed(0)
+    orig = fit(create_model("regressor", 1, (10,), width=32, **kw), split.train(), TrainConfig(epochs=5))
+    torch.manual_seed(1)
+    orc = fit(create_model("regressor", 1, (10,), width=32, **kw), split.retain(), TrainConfig(epochs=5))
+    out = evaluate(orig, split, original=orig, oracle=orc, cfg=EvaluateConfig(ain_max_steps=20))
+    assert {"forget/mae", "retain/mae", "test/mae", "forget_test/mae", "retain_test/mae", "mia/regression_svc",
+            "mia/loss_cv", "oracle/w1", "oracle/weight_dist", "ain"} <= set(out)
+    assert not any(k.endswith("/acc") for k in out) and "zrf" not in out
+    assert all(math.isfinite(v) for v in out.values())
+    assert evaluate(orc, split, oracle=orc, cfg=EvaluateConfig(ain=False))["oracle/w1"] == 0.0

@@ -1,0 +1,141 @@
+"""`evaluate`: every metric that applies to one model, as a flat `dict[str, float]`, METHODS.md §9.
+
+Keys (classification; accuracies are fractions in [0, 1]):
+    forget/acc, retain/acc, test/acc (train forget / train retain / all test samples), plus
+    forget_test/acc, retain_test/acc when the split has forget-test data (class, subclass requests);
+    mia/entropy_lr (or mia/entropy_svc), mia/loss_cv, mia/entropy_cv, mia/threshold_acc,
+    mia/threshold_auc, mia/threshold_tpr_at_1fpr, mia/efficacy; zrf;
+    with an oracle: oracle/act_dist, oracle/js, oracle/js_textbook, oracle/kl, oracle/kl_test,
+    oracle/weight_dist, oracle/avg_gap; with an oracle and the original (and `cfg.ain`): ain.
+Regression: */mae instead of */acc; mia/regression_svc, mia/loss_cv, mia/threshold_* on L1 loss;
+    oracle/w1, oracle/weight_dist; ain. No zrf (it is defined on class probabilities).
+nan values: an MIA on a set too small to fit (fewer than 10 forget samples for the *_cv attacks) or a
+    model whose outputs are not finite.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor, nn
+
+from ..config import EvaluateConfig
+from ..data import Samples
+from ..requests import Split
+from ..training import model_device, predict
+from .accuracy import utility
+from .ain import anamnesis_index
+from .distances import (
+    act_dist,
+    js_divergence,
+    js_textbook,
+    kl_divergence,
+    random_teacher,
+    wasserstein,
+    weight_distance,
+)
+from .mia import efficacy, mia_metrics
+from .signals import signals
+
+GAP_KEYS = ("forget/acc", "retain/acc", "test/acc", "mia/efficacy")
+
+
+def _sets(split: Split, device: torch.device) -> dict[str, Samples]:
+    """The evaluation sets; forget_test / retain_test only where the request defines them and they are non-empty."""
+    sets = {"forget": split.forget(device), "retain": split.retain(device), "test": split.test(device)}
+    for name, samples in (("forget_test", split.forget_test(device)), ("retain_test", split.retain_test(device))):
+        if samples is not None and len(samples) > 0:
+            sets[name] = samples
+    return sets
+
+
+def _forget_eval(sets: Mapping[str, Samples]) -> str:
+    # Distances, ZRF and AIN use forget-test samples when they exist (the papers' choice), else forget-train.
+    return "forget_test" if "forget_test" in sets else "forget"
+
+
+def _oracle_metrics(model: nn.Module, oracle: nn.Module, sets: Mapping[str, Samples],
+                    outs: Mapping[str, Tensor], regression: bool) -> dict[str, float]:
+    device = model_device(model)
+    out = {"oracle/weight_dist": weight_distance(model, oracle)}
+    if regression:
+        out["oracle/w1"] = wasserstein(outs["forget"], predict(oracle, sets["forget"]))
+        return out
+    fe = _forget_eval(sets)
+    o_fe = predict(oracle, sets[fe]).to(device)
+    o_test = predict(oracle, sets["test"]).to(device)
+    out.update({"oracle/act_dist": act_dist(outs[fe], o_fe), "oracle/js": js_divergence(outs[fe], o_fe),
+                "oracle/js_textbook": js_textbook(outs[fe], o_fe), "oracle/kl": kl_divergence(outs[fe], o_fe),
+                "oracle/kl_test": kl_divergence(outs["test"], o_test)})
+    return out
+
+
+def _gap_reference(oracle: nn.Module, sets: Mapping[str, Samples], seed: int) -> dict[str, float]:
+    """The oracle's own accuracies and MIA-efficacy: what `average_gap` compares against (one SVC fit)."""
+    o_out = {k: predict(oracle, sets[k]) for k in ("forget", "retain", "test")}
+    ref = {f"{k}/acc": utility(v, sets[k].y, False) for k, v in o_out.items()}
+    conf = {k: signals(v, sets[k].y, False)["confidence"] for k, v in o_out.items()}
+    ref["mia/efficacy"] = efficacy(conf["retain"], conf["test"], conf["forget"], seed)
+    return ref
+
+
+def evaluate(model: nn.Module, split: Split, *, original: nn.Module | None = None,
+             oracle: nn.Module | None = None, cfg: EvaluateConfig | None = None,
+             seed: int = 0) -> dict[str, float]:
+    """Score one model on a forget request: utility, MIAs, ZRF, distances to the oracle and AIN.
+
+    Everything runs in eval mode under no_grad on the model's device (AIN relearns copies). See the module
+    docstring for the keys; `oracle/*` needs `oracle`, `ain` needs `cfg.ain`, `original` and `oracle`.
+
+    Args:
+        model: the model to score (typically the unlearned one; the original and oracle can be scored too).
+        split: the forget request's split.
+        original: the model trained on all data (AIN's target).
+        oracle: the model retrained on the retain set (the gold standard).
+        cfg: the evaluate section (MIA classifier, AIN switch and cap); defaults when None.
+        seed: seed of the MIA subsamples and of AIN's batch order.
+
+    Returns:
+        Flat metric names mapped to plain floats.
+    """
+    cfg = cfg or EvaluateConfig()
+    device = model_device(model)
+    regression = split.dataset.task == "regression"
+    unit = "mae" if regression else "acc"
+    sets = _sets(split, device)
+    with torch.no_grad():
+        outs = {name: predict(model, s) for name, s in sets.items()}
+        metrics: dict[str, float] = {f"{name}/{unit}": utility(outs[name], s.y, regression)
+                                     for name, s in sets.items()}
+        sig = {name: signals(outs[name], sets[name].y, regression) for name in ("forget", "retain", "test")}
+        metrics.update(mia_metrics(sig, regression=regression, classifier=cfg.mia_classifier, seed=seed))
+        if not regression:
+            fe = _forget_eval(sets)
+            metrics["zrf"] = 1.0 - js_divergence(outs[fe], predict(random_teacher(model), sets[fe]).to(device))
+        if oracle is not None:
+            metrics.update(_oracle_metrics(model, oracle, sets, outs, regression))
+            if not regression:
+                metrics["oracle/avg_gap"] = average_gap(metrics, _gap_reference(oracle, sets, seed))
+    if cfg.ain and original is not None and oracle is not None:
+        metrics["ain"] = anamnesis_index(model, oracle, original, split, max_steps=cfg.ain_max_steps, seed=seed)
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def average_gap(metrics: Mapping[str, float], oracle_metrics: Mapping[str, float]) -> float:
+    """SalUn's average gap (§9.3d): mean |method − oracle| over forget/acc, retain/acc, test/acc, mia/efficacy.
+
+    Using forget/acc in place of UA = 1 − forget/acc gives the same gap. Good: 0.
+
+    Args:
+        metrics: the method's `evaluate` output.
+        oracle_metrics: the oracle's `evaluate` output.
+
+    Returns:
+        The mean gap in percentage points (the metrics are fractions); averaged over the keys that both
+        dicts hold with finite values, nan when there are none.
+    """
+    gaps = [abs(metrics[k] - oracle_metrics[k]) * 100.0 for k in GAP_KEYS
+            if k in metrics and k in oracle_metrics and math.isfinite(metrics[k]) and math.isfinite(oracle_metrics[k])]
+    return sum(gaps) / len(gaps) if gaps else float("nan")
