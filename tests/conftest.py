@@ -10,7 +10,8 @@ import torch
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("DO_NOT_TRACK", "true")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# Tiny models gain nothing from intra-op threads; on a busy 2-core box extra threads made suites ~10x slower.
+torch.set_num_threads(1)
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

@@ -53,7 +53,10 @@ def format_table(results: dict[str, Any]) -> str:
             cells.append(cell)
         body.append(cells)
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    line = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
+
     out = [line(header), line(["-" * w for w in widths])] + [line(r) for r in body]
     req = results["request"]
     title = (f"{req['dataset']}: forget {req['description']} ({req['forget']} forget / {req['retain']} retain "
