@@ -19,7 +19,7 @@ from unlearning.requests import resolve
 from unlearning.training import per_sample_loss, predict
 
 # Budgets small enough for a CPU contract run; behaviour at full defaults is tested per method.
-FAST = {"retrain": {"recipe": {"epochs": 5}}}
+FAST = {"retrain": {"recipe": {"epochs": 5}}, "gkt": {"cycles": 3, "checkpoint_every": 1}}
 
 
 @pytest.fixture(scope="module")

@@ -177,12 +177,12 @@ def unlearn(name: str, model: nn.Module, split: Split, cfg: MethodConfig | dict[
     elif not isinstance(cfg, info.config):
         raise TypeError(f"config of {name} must be {info.config.__name__}; got {type(cfg).__name__}")
     check_split(split)
-    if split.scenario not in info.scenarios:
-        raise ValueError(f"method {name!r} does not support {split.scenario!r} requests; "
-                         f"it supports {sorted(info.scenarios)}")
     if split.dataset.task not in info.tasks:
         raise ValueError(f"method {name!r} does not support {split.dataset.task} tasks; "
                          f"it supports {sorted(info.tasks)}")
+    if split.scenario not in info.scenarios:
+        raise ValueError(f"method {name!r} does not support {split.scenario!r} requests; "
+                         f"it supports {sorted(info.scenarios)}")
     device = torch.device(device) if device is not None else next(model.parameters()).device
     codes = (getattr(model, "extra", None) or {}).get("mnemonic_codes")
     inputs = UnlearnInputs(split, info.needs, device=device, seed=seed,
