@@ -11,21 +11,33 @@ from ..config import TrainConfig
 from ..training import fit
 from .base import MethodConfig, UnlearnInputs, register_method
 
+# Defaults by task: classification follows the SSD repo, regression the DRU code (L1 loss). The SSD
+# optimiser on diabetes (SGD 0.02, momentum 0.9) diverged: retain MAE 12.7 -> 60.7 over 3 seeds.
+DEFAULTS = {
+    "classification": {"optimizer": "sgd", "lr": 0.02, "weight_decay": 5e-4},
+    "regression": {"optimizer": "adam", "lr": 1e-3, "weight_decay": 0.0},
+}
+
 
 class FinetuneConfig(MethodConfig):
-    """SSD repo defaults: 5 epochs, SGD lr 0.02, momentum 0.9, weight decay 5e-4."""
+    """5 epochs on D_r; unset optimiser fields take the task's defaults (SSD: SGD 0.02, momentum 0.9,
+    weight decay 5e-4; DRU regression: Adam 1e-3)."""
 
     epochs: int = Field(5, ge=1)
-    lr: float = Field(0.02, gt=0.0)
-    optimizer: Literal["sgd", "adam", "adamw"] = "sgd"
+    lr: float | None = Field(None, gt=0.0)
+    optimizer: Literal["sgd", "adam", "adamw"] | None = None
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(5e-4, ge=0.0)
+    weight_decay: float | None = Field(None, ge=0.0)
     batch_size: int = Field(64, ge=1)
 
 
 @register_method("finetune", config=FinetuneConfig, needs={"retain"}, tasks={"classification", "regression"})
 def finetune(model: nn.Module, inputs: UnlearnInputs, cfg: FinetuneConfig, *, log=None) -> nn.Module:
     """Keep training the original model on the retain set with the task loss."""
-    recipe = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
-                         momentum=cfg.momentum, weight_decay=cfg.weight_decay, seed=inputs.seed)
+    task = DEFAULTS[inputs.task]
+    recipe = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size,
+                         optimizer=cfg.optimizer or task["optimizer"], lr=cfg.lr or task["lr"],
+                         momentum=cfg.momentum,
+                         weight_decay=task["weight_decay"] if cfg.weight_decay is None else cfg.weight_decay,
+                         seed=inputs.seed)
     return fit(model, inputs.retain, recipe, log=log, stage="finetune")
