@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml uv.lock | $(UV)
 	touch $@
 
 run: $(VENV)/.installed
-	$(VENV)/bin/python -m unlearning --out outputs/results.json
+	$(VENV)/bin/unlearn run
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check unlearning flows tests bench

@@ -1,0 +1,239 @@
+"""`unlearn`: run the pipeline, take deletion requests, serve on a schedule, move production by hand.
+
+    unlearn run                      the whole pipeline once (no server needed)
+    unlearn request --ids 1,2,3      record a deletion request (also --ids-file FILE, --classes 3)
+    unlearn serve --cron "0 2 * * *" a Prefect deployment on that schedule (starts a local server if needed)
+    unlearn promote VERSION          put a registered version in production (previous one keeps `previous`)
+    unlearn rollback                 put the previous production version back
+    unlearn methods                  the unlearning methods, with the data each one touches
+    unlearn status                   pending requests, the production version and its lineage
+
+Heavy imports (torch, mlflow, prefect, dvc) happen inside the commands, so `--help` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _common(p: argparse.ArgumentParser, overrides: bool = True) -> None:
+    p.add_argument("--root", type=Path, default=Path("."), help="project folder (default: current directory)")
+    p.add_argument("--params", default="params.yaml", help="params file relative to --root (default: params.yaml)")
+    if overrides:
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a param, value parsed as YAML (e.g. --set unlearn.methods=[finetune]); "
+                            "the run is tracked in MLflow but not recorded in dvc.lock")
+
+
+def _params(args):
+    from . import _common as C
+
+    return C.load(args.root.resolve(), args.params, getattr(args, "overrides", []))
+
+
+def _dataset(params):
+    from unlearning.data import load_dataset
+
+    return load_dataset(params.data.name, params.data.root, params.data.download, **params.data.options())
+
+
+def cmd_run(args) -> int:
+    from . import _common as C
+    from . import deletions
+
+    root = args.root.resolve()
+    params = _params(args)
+    dataset = _dataset(params)
+    pending, ids, _ = deletions.validate_pending(root, dataset)  # a bad request stops here, before anything runs
+    if pending:
+        print(f"processing {len(pending)} pending deletion request(s): {len(ids)} sample ids "
+              f"({', '.join(r['hash'] for r in pending)})", file=sys.stderr)
+    from .pipeline import unlearning_pipeline
+
+    t0 = time.perf_counter()
+    out = unlearning_pipeline(root=str(root), params_path=args.params, overrides=args.overrides)
+    total = time.perf_counter() - t0
+    print(out["table"])
+    print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in out["stages"].items()))
+    base, oracle = out["base"], out["oracle"]
+    print(f"base model: {base['source']}; oracle: {'skipped' if oracle.get('skipped') else oracle['source']}")
+    print(f"pipeline: {total:.1f} s (flow body {out['seconds']:.1f} s); MLflow parent run {out['parent_run_id']}")
+    print(f"tracking: {C.tracking_uri(root, params)} -> mlflow ui --backend-store-uri {C.tracking_uri(root, params)}")
+    return 0
+
+
+def cmd_request(args) -> int:
+    from . import deletions
+
+    root = args.root.resolve()
+    params = _params(args)
+    ids = deletions.parse_ids(args.ids) if args.ids is not None else None
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes is not None else None
+    if classes is not None and not classes:
+        raise deletions.RequestError("--classes: names no class: empty forget set")
+    req, created = deletions.create(root, _dataset(params), ids=ids, ids_file=args.ids_file, classes=classes)
+    what = f"{req['n_ids']} sample ids" if req.get("n_ids") is not None else req["kind"]
+    if created:
+        print(f"recorded deletion request {req['hash']} ({what}) in {Path(req['_path']).relative_to(root)}; "
+              "pending until the next `unlearn run` or scheduled run")
+    else:
+        print(f"deletion request {req['hash']} already recorded (status: {req['status']})")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .serve import serve
+
+    _params(args)  # fail on a bad params file before starting anything
+    serve(args.root.resolve(), args.cron, params_path=args.params, overrides=args.overrides, name=args.name,
+          port=args.port)
+    return 0
+
+
+def cmd_promote(args) -> int:
+    from .promote import promote_version
+
+    print(promote_version(args.root.resolve(), _params(args), args.version, force=args.force))
+    return 0
+
+
+def cmd_rollback(args) -> int:
+    from .promote import rollback
+
+    print(rollback(args.root.resolve(), _params(args)))
+    return 0
+
+
+def cmd_methods(args) -> int:
+    from unlearning.experiment import describe_methods
+
+    rows = describe_methods()
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        touched = ",".join(r["needs"])
+        print(f"{r['name']:<{width}}  touches {touched:<22} {r['summary']}")
+    return 0
+
+
+def cmd_status(args) -> int:
+    from . import _common as C
+    from . import _registry as R
+    from . import deletions
+
+    root = args.root.resolve()
+    params = _params(args)
+    reqs = deletions.load_all(root)
+    pending = [r for r in reqs if r["status"] == "pending"]
+    print(f"deletion requests: {len(pending)} pending, {sum(r['status'] == 'done' for r in reqs)} done, "
+          f"{sum(r['status'] == 'refused' for r in reqs)} refused")
+    for r in pending:
+        what = f"{r.get('n_ids', '?')} ids" if r["kind"] == "ids" else f"classes {r.get('classes')}"
+        print(f"  pending {r['hash']}  {r['dataset']}  {what}  since {r.get('created', '?')}")
+    for r in reqs:
+        if r["status"] == "refused":
+            print(f"  refused {r['hash']}  reasons: {r.get('result', {}).get('reasons')}")
+    C.setup_mlflow(root, params)
+    name = C.registered_model_name(params)
+    prod = R.alias_version(name, "production")
+    if prod is None:
+        print(f"production: none yet for {name} ({C.tracking_uri(root, params)})")
+        return 0
+    tags = R.version_tags(name, prod)
+    print(f"production: {name} v{prod} (previous: v{R.alias_version(name, 'previous') or '-'})")
+    for key in ("role", "method", "gates", "score", "promoted", "data_hash", "request_hash", "requests",
+                "data_touched", "run_id", "git_commit"):
+        if tags.get(key):
+            print(f"  {key:<13} {tags[key]}")
+    base = tags.get("base_version")
+    chain = []
+    while base and R.version_exists(name, base) and len(chain) < 20:
+        bt = R.version_tags(name, base)
+        chain.append(f"v{base} ({bt.get('role')}{' ' + bt['method'] if bt.get('method') else ''}, "
+                     f"data {bt.get('data_hash', '?')[:12]})")
+        base = bt.get("base_version")
+    if chain:
+        print("  lineage       " + " <- ".join([f"v{prod}"] + chain))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="unlearn", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.splitlines()[2:10]))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the whole pipeline once (pending deletion requests first)",
+                       description="Run version_data -> train_base / retrain_oracle -> unlearn[m] -> evaluate[m] -> "
+                                   "register_and_promote once, on Prefect's temporary local server.")
+    _common(p)
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("request", help="record a deletion request (pending until the next run)",
+                       description="Validate and record a deletion request under requests/. Sample ids are "
+                                   "indices in the training set of params' dataset.")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--ids", help="comma-separated sample ids, e.g. 1,2,3")
+    g.add_argument("--ids-file", help="file of sample ids (one per line or comma/space separated; # comments)")
+    g.add_argument("--classes", help="comma-separated classes (index or name), e.g. 3")
+    _common(p, overrides=False)
+    p.set_defaults(fn=cmd_request)
+
+    p = sub.add_parser("serve", help="serve the pipeline as a Prefect deployment on a cron schedule",
+                       description="Serve the pipeline on a schedule against the Prefect server at "
+                                   "PREFECT_API_URL, or one started on 127.0.0.1 (stopped on exit).")
+    p.add_argument("--cron", required=True, help='cron schedule, e.g. "0 2 * * *" (02:00 every day)')
+    p.add_argument("--name", default="scheduled", help="deployment name (default: scheduled)")
+    p.add_argument("--port", type=int, default=None, help="port of the server started here (default: a free one)")
+    _common(p)
+    p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("promote", help="put a registered model version in production",
+                       description="Move the production alias to VERSION; the replaced version keeps 'previous'.")
+    p.add_argument("version", metavar="VERSION")
+    p.add_argument("--force", action="store_true", help="promote even if the version failed its gates")
+    _common(p, overrides=False)
+    p.set_defaults(fn=cmd_promote)
+
+    p = sub.add_parser("rollback", help="put the previous production version back",
+                       description="Move production back to the version that held it before.")
+    _common(p, overrides=False)
+    p.set_defaults(fn=cmd_rollback)
+
+    p = sub.add_parser("methods", help="list the unlearning methods and the data each touches",
+                       description="One line per registered method: name, data it touches, summary.")
+    p.set_defaults(fn=cmd_methods)
+
+    p = sub.add_parser("status", help="pending requests, production version and its lineage",
+                       description="Pending / refused deletion requests; the production version with its tags "
+                                   "and lineage (base versions back to a trained model).")
+    _common(p, overrides=False)
+    p.set_defaults(fn=cmd_status)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from . import _common as C
+
+    C.quiet_env()
+    from unlearning.config import ConfigError
+
+    from .deletions import RequestError
+
+    try:
+        return args.fn(args)
+    except (ConfigError, RequestError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

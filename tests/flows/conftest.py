@@ -1,0 +1,62 @@
+"""Fixtures for the pipeline tests: quiet offline settings, one Prefect test harness per session, and
+temporary copies of the project (a DVC + git repo) with tiny budgets and their own sqlite MLflow store.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from flowtest_utils import new_store
+
+# Set before prefect / mlflow are imported by any test (they read settings at import).
+os.environ.pop("PREFECT_API_URL", None)  # a stale URL fails every flow after ~7 s (STACK.md)
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ["UNLEARN_PYTHON"] = sys.executable  # DVC stage commands use this interpreter (flows/py)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _prefect_home(tmp_path_factory):
+    """A private PREFECT_HOME: no state shared with the developer's own Prefect."""
+    home = tmp_path_factory.mktemp("prefect_home")
+    old = os.environ.get("PREFECT_HOME")
+    os.environ["PREFECT_HOME"] = str(home)
+    yield home
+    if old is None:
+        os.environ.pop("PREFECT_HOME", None)
+    else:
+        os.environ["PREFECT_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(_prefect_home):
+    """One Prefect test harness (temporary server) for the whole session: about 15 s, paid once."""
+    from prefect.testing.utilities import prefect_test_harness  # 6 s import: only when needed
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def mlflow_template(tmp_path_factory) -> Path:
+    """An empty, migrated MLflow sqlite store: creating one costs about 8 s here, copying it nothing."""
+    import mlflow
+
+    db = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    mlflow.MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch, mlflow_template):
+    """A private sqlite MLflow store for one test (MLFLOW_TRACKING_URI points at it)."""
+    uri = new_store(mlflow_template, tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri

@@ -1,0 +1,64 @@
+"""Helpers of the pipeline tests (a module with a unique name: test folders here are not packages)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+# The tiny budget every pipeline test runs with (the real params.yaml stays as it is).
+TINY = {
+    ("train", "epochs"): 3,
+    ("unlearn", "methods"): ["finetune", "neggrad"],
+    ("evaluate", "ain"): False,
+    # Loose gates: the end-to-end tests need a version to pass (gate logic has its own tests).
+    ("promote", "gates"): {"forget_acc_vs_oracle": 30.0, "retain_acc_drop": 10.0, "test_acc_drop": 10.0,
+                           "mia_vs_oracle": 30.0},
+}
+
+
+def make_project(dest: Path, tiny: dict | None = None) -> Path:
+    """A copy of the project (code, dvc.yaml, .dvc/, params.yaml with a tiny budget) as a git + DVC repo."""
+    dest.mkdir(parents=True, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("flows", "unlearning"):
+        shutil.copytree(REPO / name, dest / name, ignore=ignore)
+    for name in ("dvc.yaml", ".dvcignore"):
+        shutil.copy2(REPO / name, dest / name)
+    (dest / ".dvc").mkdir(exist_ok=True)
+    shutil.copy2(REPO / ".dvc" / "config", dest / ".dvc" / "config")
+    (dest / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
+    (dest / ".gitignore").write_text("/data\n/outputs/\n/mlflow.db\n/mlartifacts/\n/requests/\n__pycache__/\n")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for (section, key), value in (TINY if tiny is None else tiny).items():
+        params.setdefault(section, {})[key] = value
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(dest, "init", "-q")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-qm", "project copy")
+    return dest
+
+
+def git(root: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    return subprocess.run(["git", *args], cwd=root, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def dvc(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    exe = Path(sys.executable).with_name("dvc")
+    return subprocess.run([str(exe), *args], cwd=root, capture_output=True, text=True, check=check,
+                          stdin=subprocess.DEVNULL, timeout=600)
+
+
+def new_store(template: Path, folder: Path) -> str:
+    """A private copy of the template store in `folder`; returns its tracking URI."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(template, folder / "mlflow.db")
+    return f"sqlite:///{folder / 'mlflow.db'}"

@@ -1,0 +1,154 @@
+"""The pipeline end to end, under Prefect's test harness, on a temporary copy of the project (git + DVC)
+with its own sqlite MLflow store: first run, second run (reuse), DVC bookkeeping, a deletion request.
+
+The runs build on each other (module-scoped fixtures), so the expensive work happens once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from flowtest_utils import dvc, git, make_project, new_store
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, mlflow_template):
+    root = make_project(tmp_path_factory.mktemp("project"))
+    old = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = new_store(mlflow_template, root)
+    yield root
+    if old is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = old
+
+
+def _run(root):
+    from flows.pipeline import unlearning_pipeline
+
+    return unlearning_pipeline(root=str(root))
+
+
+@pytest.fixture(scope="module")
+def first(project, prefect_harness):
+    return _run(project)
+
+
+@pytest.fixture(scope="module")
+def second(project, first):
+    return _run(project)
+
+
+def _client():
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def _children(parent_run_id):
+    c = _client()
+    exp = c.get_experiment_by_name("unlearning")
+    return c.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}'")
+
+
+def test_first_run_tracks_registers_and_promotes(project, first):
+    runs = _children(first["parent_run_id"])
+    names = sorted(r.info.run_name.split(" ")[0] for r in runs)
+    assert names == sorted(["version_data", "train_base", "retrain_oracle", "unlearn[finetune]", "unlearn[neggrad]",
+                            "evaluate[finetune]", "evaluate[neggrad]", "register_and_promote"])
+    for r in runs:
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["data_hash"] and r.data.tags["git_commit"] and r.data.tags["device"] == "cpu"
+    ev = next(r for r in runs if r.info.run_name == "evaluate[finetune]")
+    for key in ("forget/acc", "retain/acc", "test/acc", "mia/entropy_lr", "zrf", "oracle/js", "time/s", "speedup"):
+        assert key in ev.data.metrics, key
+    arts = {a.path for a in _client().list_artifacts(ev.info.run_id, "plots")}
+    assert {"plots/per_class_accuracy.png", "plots/confusion_matrix.png", "plots/mia_histogram.png"} <= arts
+    unl = next(r for r in runs if r.info.run_name == "unlearn[neggrad]")
+    assert unl.data.tags["data_touched"] == "forget" and unl.data.tags["method"] == "neggrad"
+
+    c = _client()
+    versions = {str(v.version): v for v in c.search_model_versions("name='digits-mlp'")}
+    roles = sorted(v.tags["role"] for v in versions.values())
+    assert roles == ["base", "oracle", "unlearned", "unlearned"]
+    for v in versions.values():
+        assert v.source.startswith("models:/m-")
+    rm = c.get_registered_model("digits-mlp")
+    assert {"candidate-finetune", "candidate-neggrad", "production"} <= set(rm.aliases)
+    prod = versions[str(rm.aliases["production"])]
+    assert prod.tags["gates"] == "passed" and prod.tags["role"] == "unlearned"
+    assert prod.tags["data_hash"] == first["base"]["data_hash"]
+    assert first["production"] == str(prod.version)
+    assert (project / "data.dvc").exists() and (project / "dvc.lock").exists()
+    metrics = json.loads((project / "outputs/metrics/finetune.json").read_text())
+    assert 0.0 <= metrics["forget/acc"] <= 1.0
+    assert "| finetune |" in first["table"]
+
+
+def test_second_run_reuses_base_and_oracle(project, first, second):
+    assert first["base"]["source"] == "trained" and first["oracle"]["source"] == "trained"
+    assert second["base"]["source"] == "reused" and second["oracle"]["source"] == "reused"
+    runs = {r.info.run_name: r for r in _children(second["parent_run_id"])}
+    assert runs["train_base (reused)"].data.tags["reused_from"] == first["base"]["run_id"]
+    assert runs["retrain_oracle (reused)"].data.tags["unlearn.reused"] == "true"
+    # Unchanged per `dvc status`: not re-run, no new model versions, production unchanged.
+    assert "unlearn[finetune] (unchanged)" in runs and "evaluate[neggrad] (unchanged)" in runs
+    assert len(_client().search_model_versions("name='digits-mlp'")) == 4
+    assert second["production"] == first["production"]
+
+
+def test_dvc_status_clean_after_runs(project, second):
+    out = dvc(project, "status")
+    assert "up to date" in out.stdout, out.stdout + out.stderr
+    out = dvc(project, "repro")
+    assert "Running stage" not in out.stdout, out.stdout
+
+
+@pytest.mark.slow  # three stage processes (torch + mlflow imports each): 60-100 s on 2 busy cores
+def test_dvc_exp_run_gives_an_experiment_with_metrics(project, second):
+    git(project, "add", "-A")
+    git(project, "commit", "-qm", "after pipeline run")
+    out = dvc(project, "exp", "run", "--temp", "-S", "unlearn.methods=[finetune]", check=False)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "train_base' didn't change" in out.stdout  # only what the change touches re-runs
+    shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
+    exps = [e for rev in shown for e in (rev.get("experiments") or [])]
+    assert exps, shown
+    data = exps[0]["revs"][0]["data"]
+    metrics = data["metrics"]["outputs/metrics/finetune.json"]["data"]
+    assert "forget/acc" in metrics
+    assert data["params"]["params.yaml"]["data"]["unlearn"]["methods"] == ["finetune"]
+
+
+def test_deletion_request_goes_to_a_version_that_leads_back(project, second, prefect_harness):
+    from flows import deletions
+    from flows.cli import main
+
+    ids = list(range(100, 120))
+    assert main(["request", "--root", str(project), "--ids", ",".join(map(str, ids))]) == 0
+    pending = [r for r in deletions.load_all(project) if r["status"] == "pending"]
+    assert len(pending) == 1 and pending[0]["n_ids"] == 20
+    production_before = _client().get_model_version_by_alias("digits-mlp", "production").version
+
+    out = _run(project)
+    assert out["base"]["source"] == f"production v{production_before}"  # unlearning starts from production
+    req = deletions.load_all(project)[0]
+    assert req["status"] in ("done", "refused"), req
+    split = json.loads((project / "outputs/version_data/split.json").read_text())
+    assert split["source"] == "deletion requests" and split["forget_ids"] == ids
+    deleted = json.loads((project / "data/deletions.json").read_text())
+    assert deleted["pending"][0]["hash"] == req["hash"]
+    assert (project / "data/ids_retained.npy").exists()
+
+    c = _client()
+    versions = [v for v in c.search_model_versions("name='digits-mlp'") if v.tags.get("requests") == req["hash"]]
+    assert versions and all(v.tags["data_hash"] == split["data_hash"] for v in versions)
+    if req["status"] == "done":
+        v = c.get_model_version_by_alias("digits-mlp", "production")
+        assert str(v.version) == req["result"]["version"] and v.tags["requests"] == req["hash"]
+        assert str(c.get_model_version_by_alias("digits-mlp", "previous").version) == str(production_before)
+    else:
+        assert req["result"]["reasons"]
+    assert dvc(project, "status").stdout.strip().endswith("up to date.")
