@@ -83,8 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     from .report_table import format_table
 
     progress = None if args.quiet else Progress()
+
+    def save(results: dict[str, Any]) -> None:
+        """Write (partial) results atomically: a run cut short keeps every model evaluated so far."""
+        if args.out is None:
+            return
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+        tmp.write_text(json.dumps(_jsonable(results), indent=2) + "\n")
+        tmp.replace(args.out)
+
     try:
-        results = run_experiment(params, log=progress)
+        results = run_experiment(params, log=progress, on_update=save)
     except (ValueError, FileNotFoundError) as err:
         if progress:
             progress.close()
@@ -94,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         progress.close()
     print(format_table(results))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(_jsonable(results), indent=2) + "\n")
+        save(results)
         print(f"results written to {args.out}")
     return 0
 

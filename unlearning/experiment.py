@@ -119,13 +119,17 @@ def _mean_std(rows: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
-def run_experiment(params: Params, log: LogFn | None = None) -> dict[str, Any]:
+def run_experiment(params: Params, log: LogFn | None = None,
+                   on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Original, oracle and every configured method, evaluated; the JSON-able results.
 
     Shape: {"request": {...}, "original": {metrics}, "oracle": {metrics}, "methods": {name: {metrics,
     "time/s", "speedup", "data"}}}. Speedup = oracle (retrain) time / method time, measured in this run.
     With several `evaluate.seeds`, method metrics are means with `<key>/std` beside them.
+    `on_update(results)` is called after every evaluated model, so a long run can save partial results
+    (`results["complete"]` is False until the end).
     """
+    update = on_update or (lambda results: None)
     emit = log or (lambda event: None)
     split = load_split(params)
     emit({"stage": "split", **split.summary()})
@@ -135,7 +139,8 @@ def run_experiment(params: Params, log: LogFn | None = None) -> dict[str, Any]:
         oracle, t_oracle = train_oracle(params, split, log=log)
 
     emit({"stage": "evaluate", "model": "original"})
-    results: dict[str, Any] = {"request": split.summary(), "device": str(get_device(params.train.device))}
+    results: dict[str, Any] = {"request": split.summary(), "device": str(get_device(params.train.device)),
+                               "complete": False}
     results["original"] = {**evaluate_model(params, original, split, original=original, oracle=oracle),
                            "time/s": t_original}
     if oracle is not None:
@@ -144,8 +149,9 @@ def run_experiment(params: Params, log: LogFn | None = None) -> dict[str, Any]:
                              "time/s": t_oracle, "speedup": 1.0}
     reference_time = t_oracle if oracle is not None else t_original
     results["speedup_reference"] = "oracle (retrain)" if oracle is not None else "original training"
-
     results["methods"] = {}
+    update(results)
+
     for name in params.unlearn.methods:
         rows, touched = [], []
         for seed in params.evaluate.seeds:
@@ -158,6 +164,8 @@ def run_experiment(params: Params, log: LogFn | None = None) -> dict[str, Any]:
             rows.append(metrics)
             touched = res.touched
         results["methods"][name] = {**_mean_std(rows), "data": touched or ["none"]}
+        update(results)
+    results["complete"] = True
     return results
 
 

@@ -19,7 +19,7 @@ def test_runs_and_writes_json(tmp_path, capsys) -> None:
     for row in ("original", "oracle (retrain)", "finetune", "neggrad"):
         assert row in table
     results = json.loads(out.read_text())
-    assert set(results) >= {"request", "original", "oracle", "methods"}
+    assert set(results) >= {"request", "original", "oracle", "methods"} and results["complete"] is True
     assert results["request"]["forget_classes"] == [3]
     assert results["oracle"]["forget/acc"] <= 0.05  # a retrained model never saw class 3
     for name in ("finetune", "neggrad"):
