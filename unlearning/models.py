@@ -7,6 +7,7 @@ constructor kwargs with the weights, so they load with `weights_only=True`.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,14 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 register_model = MODELS.register
 
 
-class Net(nn.Module):
+class Net(nn.Module, ABC):
     """Base: subclasses implement `features(x) -> (outputs, activations)`."""
 
     spec: dict[str, Any]
 
+    @abstractmethod
     def features(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        raise NotImplementedError  # abstract
+        """Outputs and the intermediate activations, in forward order."""
 
     def forward(self, x: Tensor, return_activations: bool = False) -> Tensor | tuple[Tensor, list[Tensor]]:
         out, acts = self.features(x)
