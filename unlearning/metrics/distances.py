@@ -97,8 +97,11 @@ def random_teacher(model: Net) -> Net:
 def zrf(model: Net, samples: Samples) -> float:
     """Zero Retrain Forgetting (BadT, §9.5): 1 − code-JS(model, T_d) on `samples`.
 
-    In [0, 1]; 1 means the model behaves like a random network on the samples. Good: close to the
+    At most 1; 1 means the model behaves like a random network on the samples. Good: close to the
     retrained oracle's ZRF (near 1 for class forgetting, not necessarily 1 for random forgetting).
+    It is not bounded below: the code's JS uses KL(m‖p), which grows without limit where a model puts
+    near-zero probability on a class the teacher does not (a collapsed NegGrad+ model on digits
+    scored −0.26). Values below 0 mean "far more confident than a random network", i.e. damage.
 
     Args:
         model: a classifier with a registry spec (so `fresh_copy` can rebuild it).
