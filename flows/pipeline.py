@@ -88,30 +88,29 @@ def version_data(root: str, params_path: str, overrides: list[str], parent_run_i
     return {**out, "seconds": time.perf_counter() - t0}
 
 
-@task(name="train_base", **IO_RETRY)
-def train_base(root: str, params_path: str, overrides: list[str], parent_run_id: str, data: dict) -> dict[str, Any]:
-    """The original model: production (deletion runs), reused by content key, or trained."""
+def _train_stage(stage: str, role: str, root: str, params_path: str, overrides: list[str],
+                 parent_run_id: str) -> dict[str, Any]:
+    """Body of train_base / retrain_oracle: train (or reuse) one model, record the DVC stage."""
     from .train import train_model
 
     t0 = time.perf_counter()
     params = _params(root, params_path, overrides)
-    rec = train_model(Path(root), params, "base", parent_run_id, log=C.Progress("train_base"))
-    _commit(Path(root), _record(Path(root), overrides), ["train_base"])
-    _say_model("train_base", rec)
+    rec = train_model(Path(root), params, role, parent_run_id, log=C.Progress(stage))
+    _commit(Path(root), _record(Path(root), overrides), [stage])
+    _say_model(stage, rec)
     return {**rec, "seconds": time.perf_counter() - t0}
+
+
+@task(name="train_base", **IO_RETRY)
+def train_base(root: str, params_path: str, overrides: list[str], parent_run_id: str, data: dict) -> dict[str, Any]:
+    """The original model: production (deletion runs), reused by content key, or trained."""
+    return _train_stage("train_base", "base", root, params_path, overrides, parent_run_id)
 
 
 @task(name="retrain_oracle", **IO_RETRY)
 def retrain_oracle(root: str, params_path: str, overrides: list[str], parent_run_id: str, data: dict) -> dict[str, Any]:
     """Retrain from scratch on the retain data (skipped when evaluate.oracle is false)."""
-    from .train import train_model
-
-    t0 = time.perf_counter()
-    params = _params(root, params_path, overrides)
-    rec = train_model(Path(root), params, "oracle", parent_run_id, log=C.Progress("retrain_oracle"))
-    _commit(Path(root), _record(Path(root), overrides), ["retrain_oracle"])
-    _say_model("retrain_oracle", rec)
-    return {**rec, "seconds": time.perf_counter() - t0}
+    return _train_stage("retrain_oracle", "oracle", root, params_path, overrides, parent_run_id)
 
 
 def _say_model(stage: str, rec: dict[str, Any]) -> None:

@@ -56,6 +56,9 @@ class RandomSpec(Section):
         return v
 
 
+REQUEST_KINDS = ("classes", "subclass", "random", "ids", "ids_file", "target_range")
+
+
 class RequestConfig(Section):
     """What to forget: exactly one of classes, subclass, random, ids, ids_file, target_range."""
 
@@ -75,8 +78,7 @@ class RequestConfig(Section):
 
     @model_validator(mode="after")
     def _exactly_one(self) -> RequestConfig:
-        kinds = [k for k in ("classes", "subclass", "random", "ids", "ids_file", "target_range")
-                 if getattr(self, k) is not None]
+        kinds = [k for k in REQUEST_KINDS if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError("request needs exactly one of classes, subclass, random, ids, ids_file, "
                              f"target_range; got {kinds or 'none'}")
@@ -86,8 +88,7 @@ class RequestConfig(Section):
 
     @property
     def kind(self) -> str:
-        return next(k for k in ("classes", "subclass", "random", "ids", "ids_file", "target_range")
-                    if getattr(self, k) is not None)
+        return next(k for k in REQUEST_KINDS if getattr(self, k) is not None)
 
 
 class ModelConfig(Section):
@@ -218,12 +219,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
                 node[p] = {}
             node = node[p]
         node[parts[-1]] = yaml.safe_load(value)
-        if parts[0] == "request" and len(parts) == 2:
+        if parts[0] == "request" and len(parts) == 2 and parts[1] in REQUEST_KINDS:
             # A request names one kind: setting one replaces the others (keeps seed/val_fraction).
-            for other in ("classes", "subclass", "random", "ids", "ids_file", "target_range"):
-                if other != parts[1] and parts[1] in ("classes", "subclass", "random", "ids", "ids_file",
-                                                      "target_range"):
-                    out["request"].pop(other, None)
+            for other in set(REQUEST_KINDS) - {parts[1]}:
+                out["request"].pop(other, None)
     return out
 
 

@@ -57,26 +57,24 @@ def _forget_eval(sets: Mapping[str, Samples]) -> str:
 
 
 def _oracle_metrics(model: nn.Module, oracle: nn.Module, sets: Mapping[str, Samples],
-                    outs: Mapping[str, Tensor], regression: bool) -> dict[str, float]:
-    device = model_device(model)
+                    outs: Mapping[str, Tensor], o_outs: Mapping[str, Tensor], regression: bool) -> dict[str, float]:
     out = {"oracle/weight_dist": weight_distance(model, oracle)}
     if regression:
-        out["oracle/w1"] = wasserstein(outs["forget"], predict(oracle, sets["forget"]))
+        out["oracle/w1"] = wasserstein(outs["forget"], o_outs["forget"])
         return out
     fe = _forget_eval(sets)
-    o_fe = predict(oracle, sets[fe]).to(device)
-    o_test = predict(oracle, sets["test"]).to(device)
-    out.update({"oracle/act_dist": act_dist(outs[fe], o_fe), "oracle/js": js_divergence(outs[fe], o_fe),
-                "oracle/js_textbook": js_textbook(outs[fe], o_fe), "oracle/kl": kl_divergence(outs[fe], o_fe),
-                "oracle/kl_test": kl_divergence(outs["test"], o_test)})
+    out.update({"oracle/act_dist": act_dist(outs[fe], o_outs[fe]), "oracle/js": js_divergence(outs[fe], o_outs[fe]),
+                "oracle/js_textbook": js_textbook(outs[fe], o_outs[fe]),
+                "oracle/kl": kl_divergence(outs[fe], o_outs[fe]),
+                "oracle/kl_test": kl_divergence(outs["test"], o_outs["test"])})
     return out
 
 
-def _gap_reference(oracle: nn.Module, sets: Mapping[str, Samples], seed: int) -> dict[str, float]:
+def _gap_reference(o_outs: Mapping[str, Tensor], sets: Mapping[str, Samples], seed: int) -> dict[str, float]:
     """The oracle's own accuracies and MIA-efficacy: what `average_gap` compares against (one SVC fit)."""
-    o_out = {k: predict(oracle, sets[k]) for k in ("forget", "retain", "test")}
-    ref = {f"{k}/acc": utility(v, sets[k].y, False) for k, v in o_out.items()}
-    conf = {k: signals(v, sets[k].y, False)["confidence"] for k, v in o_out.items()}
+    keys = ("forget", "retain", "test")
+    ref = {f"{k}/acc": utility(o_outs[k], sets[k].y, False) for k in keys}
+    conf = {k: signals(o_outs[k], sets[k].y, False)["confidence"] for k in keys}
     ref["mia/efficacy"] = efficacy(conf["retain"], conf["test"], conf["forget"], seed)
     return ref
 
@@ -115,9 +113,12 @@ def evaluate(model: nn.Module, split: Split, *, original: nn.Module | None = Non
             fe = _forget_eval(sets)
             metrics["zrf"] = 1.0 - js_divergence(outs[fe], predict(random_teacher(model), sets[fe]).to(device))
         if oracle is not None:
-            metrics.update(_oracle_metrics(model, oracle, sets, outs, regression))
+            # The oracle's outputs once per call, shared by the distances and the average-gap reference.
+            needed = ("forget",) if regression else ("forget", "retain", "test", _forget_eval(sets))
+            o_outs = {k: predict(oracle, sets[k]).to(device) for k in dict.fromkeys(needed)}
+            metrics.update(_oracle_metrics(model, oracle, sets, outs, o_outs, regression))
             if not regression:
-                metrics["oracle/avg_gap"] = average_gap(metrics, _gap_reference(oracle, sets, seed))
+                metrics["oracle/avg_gap"] = average_gap(metrics, _gap_reference(o_outs, sets, seed))
     if cfg.ain and original is not None and oracle is not None:
         metrics["ain"] = anamnesis_index(model, oracle, original, split, max_steps=cfg.ain_max_steps, seed=seed)
     return {k: float(v) for k, v in metrics.items()}
