@@ -94,6 +94,7 @@ class RequestConfig(Section):
 class ModelConfig(Section):
     name: str = "mlp"
     width: int | None = Field(None, gt=0)  # optional width override (hidden units / base channels)
+    head: Literal["flat", "gap"] | None = None  # cnn only: flattened map (default) or global average pool
 
     @field_validator("name")
     @classmethod
@@ -103,6 +104,12 @@ class ModelConfig(Section):
         if v not in MODELS:
             raise ValueError(f"must be one of {MODELS.names()}; got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _head_for_cnn(self) -> ModelConfig:
+        if self.head is not None and self.name != "cnn":
+            raise ValueError(f"'head' applies to the cnn only; model is {self.name!r}")
+        return self
 
 
 class MnemonicConfig(Section):

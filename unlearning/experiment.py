@@ -41,6 +41,8 @@ def build_model(params: Params, dataset: Dataset, seed: int | None = None) -> Ne
     kwargs: dict[str, Any] = {}
     if params.model.width is not None:
         kwargs["width"] = params.model.width
+    if params.model.head is not None:
+        kwargs["head"] = params.model.head
     if dataset.task == "regression":
         kwargs["y_mean"] = float(dataset.y_train.float().mean())
         kwargs["y_std"] = float(dataset.y_train.float().std())

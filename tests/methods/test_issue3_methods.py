@@ -106,7 +106,8 @@ def test_scrub_preset_and_overrides() -> None:
     hp = ScrubConfig(preset="large_scale", lr=0.01).resolved()
     assert hp["lr"] == 0.01 and hp["temperature"] == 4.0 and hp["forget_batch_size"] == 512
     assert ScrubConfig(preset="small_scale").resolved() == PRESETS["small_scale"]
-    assert ScrubConfig().resolved()["msteps"] == 5
+    assert ScrubConfig().resolved(146)["msteps"] == 5  # auto: tiny for a small D_f
+    assert ScrubConfig().resolved(6131) == PRESETS["large_scale"]  # and large_scale for a large one
 
 
 def test_scrub_rewind_uses_validation_reference(original, random_split) -> None:

@@ -21,6 +21,7 @@ def test_params_yaml_loads_with_defaults() -> None:
 @pytest.mark.parametrize("override, message", [
     ("data.name=imagenet", r"data.name: must be one of \[.*'digits'.*\]; got 'imagenet'"),
     ("model.name=vgg", r"model.name: must be one of .*got 'vgg'"),
+    ("model.head=gap", r"model: .*'head' applies to the cnn only; model is 'mlp'"),
     ("train.lr=-1", r"train.lr: Input should be greater than 0"),
     ("train.optimizer=rmsprop", r"train.optimizer: Input should be 'sgd', 'adam' or 'adamw' \(given: 'rmsprop'\)"),
     ("train.epochz=3", r"train.epochz: Extra inputs are not permitted"),

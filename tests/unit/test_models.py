@@ -60,3 +60,20 @@ def test_fit_learns_and_is_deterministic(digits) -> None:
 def test_unknown_model_lists_choices() -> None:
     with pytest.raises(KeyError, match="unknown model 'vgg'; available: allcnn, cnn, mlp, regressor, resnet18"):
         create_model("vgg", 10, (1, 8, 8))
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 30, 17)])
+def test_cnn_heads_fit_any_image_size(shape) -> None:
+    flat = create_model("cnn", 10, shape, width=4)
+    gap = create_model("cnn", 10, shape, width=4, head="gap")
+    x = torch.randn(2, *shape)
+    assert flat(x).shape == gap(x).shape == (2, 10)
+    assert gap.head.in_features == 16 and flat.head.in_features == 16 * ((shape[1] + 3) // 4) * ((shape[2] + 3) // 4)
+
+
+def test_cnn_head_is_checked_and_kept_in_checkpoints(tmp_path) -> None:
+    with pytest.raises(ValueError, match="'flat' or 'gap'"):
+        create_model("cnn", 10, (1, 8, 8), head="max")
+    model = create_model("cnn", 10, (1, 8, 8), width=4, head="gap")
+    assert isinstance(load_checkpoint(save_checkpoint(model, tmp_path / "g.pt")).head, torch.nn.Linear)
+    assert load_checkpoint(tmp_path / "g.pt").pool

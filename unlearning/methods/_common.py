@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
@@ -28,3 +28,27 @@ def random_other_labels(y: Tensor, num_classes: int, generator: torch.Generator,
         raise ValueError("no label left to draw: every class is excluded")
     weights = (~banned).float()
     return torch.multinomial(weights, 1, generator=generator).flatten().to(y.device)
+
+
+class StepBudget:
+    """A cap on optimiser steps shared by several passes (None: no cap).
+
+    Gradient-ascent terms are unbounded, so how far a model drifts grows with the number of ascent steps:
+    an epoch count tuned on a small forget set means hundreds of steps on a large one. Methods wrap each
+    pass's batches in `take` and stop once the budget is `spent`.
+    """
+
+    def __init__(self, max_steps: int | None) -> None:
+        self.left = max_steps
+
+    def take(self, batches: Iterable[tuple[Tensor, Tensor]]) -> Iterator[tuple[Tensor, Tensor]]:
+        for batch in batches:
+            if self.left is not None:
+                if self.left <= 0:
+                    return
+                self.left -= 1
+            yield batch
+
+    @property
+    def spent(self) -> bool:
+        return self.left is not None and self.left <= 0

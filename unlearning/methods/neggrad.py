@@ -6,6 +6,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..training import make_optimizer, optimize, task_loss
+from ._common import StepBudget
 from .base import MethodConfig, UnlearnInputs, register_method
 
 
@@ -22,6 +23,10 @@ class NegGradConfig(MethodConfig):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     batch_size: int = Field(64, ge=1)
     grad_clip: float = Field(1.0, gt=0.0)
+    # Ascent is unbounded, so the damage grows with the number of steps, not with the number of epochs:
+    # the budget is `epochs` passes over D_f or `max_steps` steps, whichever is fewer (None: no cap).
+    max_steps: int | None = Field(15, ge=1)
+    train_mode: bool = True
 
 
 def _ascent(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
@@ -34,9 +39,12 @@ def neggrad(model: nn.Module, inputs: UnlearnInputs, cfg: NegGradConfig, *, log=
     forget = inputs.forget
     gen = inputs.generator()
     opt = make_optimizer(model.parameters(), "sgd", cfg.lr, cfg.momentum)
+    budget = StepBudget(cfg.max_steps)
     for epoch in range(cfg.epochs):
-        loss = optimize(model, _ascent, forget.batches(cfg.batch_size, generator=gen), opt,
-                        grad_clip=cfg.grad_clip)
+        loss = optimize(model, _ascent, budget.take(forget.batches(cfg.batch_size, generator=gen)), opt,
+                        grad_clip=cfg.grad_clip, train_mode=cfg.train_mode)
         if log:
             log({"stage": "neggrad", "epoch": epoch + 1, "epochs": cfg.epochs, "loss": loss})
+        if budget.spent:
+            break
     return model

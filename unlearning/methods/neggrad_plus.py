@@ -6,7 +6,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..training import make_optimizer, optimize, task_loss
-from ._common import cycle
+from ._common import StepBudget, cycle
 from .base import MethodConfig, UnlearnInputs, register_method
 
 
@@ -24,6 +24,9 @@ class NegGradPlusConfig(MethodConfig):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     batch_size: int = Field(64, ge=1)
+    # The budget is `epochs` passes over D_r or `max_steps` steps, whichever is fewer (None: no cap); each
+    # step also ascends one forget batch, so the cap bounds the unbounded term (see StepBudget).
+    max_steps: int | None = Field(200, ge=1)
 
 
 @register_method("neggrad_plus", config=NegGradPlusConfig, needs={"forget", "retain"})
@@ -38,8 +41,11 @@ def neggrad_plus(model: nn.Module, inputs: UnlearnInputs, cfg: NegGradPlusConfig
         return cfg.alpha * task_loss(m(xr), yr) - (1 - cfg.alpha) * task_loss(m(xf), yf)
 
     opt = make_optimizer(model.parameters(), "sgd", cfg.lr, cfg.momentum, cfg.weight_decay)
+    budget = StepBudget(cfg.max_steps)
     for epoch in range(cfg.epochs):
-        loss = optimize(model, loss_fn, retain.batches(cfg.batch_size, generator=gen), opt)
+        loss = optimize(model, loss_fn, budget.take(retain.batches(cfg.batch_size, generator=gen)), opt)
         if log:
             log({"stage": "neggrad_plus", "epoch": epoch + 1, "epochs": cfg.epochs, "loss": loss})
+        if budget.spent:
+            break
     return model

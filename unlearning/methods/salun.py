@@ -17,18 +17,23 @@ from .base import MethodConfig, UnlearnInputs, register_method
 
 
 class SalunConfig(MethodConfig):
-    """Official CIFAR-10 (random 10 %) defaults: 10 epochs, SGD lr 0.1, momentum 0.9, wd 5e-4, bs 256, 50 % mask.
+    """Official CIFAR-10 (random 10 %) defaults: 10 epochs, SGD lr 0.1 (ours 0.02, below), momentum 0.9, wd 5e-4, bs 256, 50 % mask.
 
     Changed: random labels are drawn among the *wrong* classes (outside the forgotten ones for class
     requests), not uniformly over all classes as the official RL does. With uniform labels one in ten
     targets is the true class, and on digits (class 3, small CNN, seeds 0-2) forget-train accuracy stayed
     at 0-12 % with lr 0.1 and 6-69 % with lr 0.05; wrong labels give 0 % on every seed with retain-test
     96.5-98.1 % (original 98.4 %). `random_labels='uniform'` restores the official draw.
+
+    Changed: lr 0.02 instead of 0.1 (the paper tunes lr per scenario). On MNIST (class 3, cnn width 16)
+    lr 0.1 kept retain accuracy at 93.4 % (oracle 99.5 %), lr 0.02 at 99.0 %, both forgetting fully; on
+    digits (class 3, cnn) retain-test 92.2 % with lr 0.1, 97.7 % with 0.02 (original 98.4 %); lr 0.1 gave
+    NaN losses on MNIST random 10 % with the MLP.
     """
 
     mask_fraction: float = Field(0.5, gt=0.0, le=1.0)  # share of all weights kept salient (global ranking)
     epochs: int = Field(10, ge=1)
-    lr: float = Field(0.1, gt=0.0)
+    lr: float = Field(0.02, gt=0.0)
     optimizer: Literal["sgd", "adam"] = "sgd"
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(5e-4, ge=0.0)
