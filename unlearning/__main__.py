@@ -29,7 +29,10 @@ class Progress:
         elapsed = time.perf_counter() - self.start
         stage = event.get("stage", "")
         if "epoch" in event:
-            msg = f"[{elapsed:6.1f}s] {stage}: epoch {event['epoch']}/{event['epochs']} loss {event.get('loss', float('nan')):.4f}"
+            # Every loss the stage reports (loss, or forget_loss / retain_loss, min_loss / max_loss, ...).
+            losses = " ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in event.items()
+                              if k.endswith("loss") and isinstance(v, int | float))
+            msg = f"[{elapsed:6.1f}s] {stage}: epoch {event['epoch']}/{event['epochs']} {losses}".rstrip()
             if self.tty:
                 self.stream.write("\r\033[K" + msg)
                 self._open = True

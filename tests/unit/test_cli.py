@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
-from unlearning.__main__ import main
+from unlearning.__main__ import Progress, main
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--set", "train.epochs=4", "--set", "unlearn.methods=[finetune,neggrad]",
@@ -38,3 +39,14 @@ def test_bad_param_exits_2_with_message(capsys) -> None:
 def test_bad_request_exits_2_before_training(capsys) -> None:
     assert main(["--params", str(ROOT / "params.yaml"), "--set", "request.classes=[42]", "--quiet"]) == 2
     assert "unknown class 42" in capsys.readouterr().err
+
+
+def test_progress_prints_every_loss_a_stage_reports() -> None:
+    """SalUn, SCRUB and others report forget_loss / min_loss etc., not `loss`: no 'nan' in their place."""
+    out = io.StringIO()
+    progress = Progress(out)
+    progress({"stage": "salun", "epoch": 1, "epochs": 10, "forget_loss": 0.5, "retain_loss": 0.25})
+    progress({"stage": "neggrad", "epoch": 5, "epochs": 5, "loss": -3.0})
+    lines = out.getvalue().splitlines()
+    assert lines[0].endswith("salun: epoch 1/10 forget loss 0.5000 retain loss 0.2500")
+    assert lines[1].endswith("neggrad: epoch 5/5 loss -3.0000")
