@@ -25,7 +25,7 @@ def unlearn_method(root: Path, params, method: str, parent_run_id: str | None = 
     import mlflow
 
     from unlearning.experiment import method_config, run_method
-    from unlearning.methods import METHODS
+    from unlearning.methods import METHODS, unsupported_reason
     from unlearning.models import load_checkpoint, save_checkpoint
     from unlearning.utils import get_device
 
@@ -36,11 +36,10 @@ def unlearn_method(root: Path, params, method: str, parent_run_id: str | None = 
     base = C.read_json(C.stage_dir(root, "base") / C.MODEL_FILE)
     outdir = C.stage_dir(root, "unlearn", method)
     outdir.mkdir(parents=True, exist_ok=True)
-    if split.scenario not in info_m.scenarios or split.dataset.task not in info_m.tasks:
+    reason = unsupported_reason(method, split)
+    if reason:
         # e.g. a class-only method in a run that processes deletion requests (sample ids): skip it, say why.
-        return skip_method(root, params, method, parent_run_id, outdir, info,
-                           f"{method} supports {sorted(info_m.scenarios)} requests on {sorted(info_m.tasks)} "
-                           f"tasks; this run is a {split.scenario!r} request on a {split.dataset.task} task")
+        return skip_method(root, params, method, parent_run_id, outdir, info, reason)
     device = get_device(params.train.device)
     original = load_checkpoint(C.stage_dir(root, "base") / C.CHECKPOINT, device)
     seed = params.evaluate.seeds[0]

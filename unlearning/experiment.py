@@ -16,7 +16,7 @@ from torch import nn
 
 from .config import Params, TrainConfig
 from .data import Dataset, Samples, load_dataset
-from .methods import METHODS, UnlearnResult, unlearn
+from .methods import METHODS, UnlearnResult, unlearn, unsupported_reason
 from .models import Net, create_model
 from .requests import Split, resolve
 from .training import fit
@@ -155,6 +155,12 @@ def run_experiment(params: Params, log: LogFn | None = None,
     update(results)
 
     for name in params.unlearn.methods:
+        reason = unsupported_reason(name, split)
+        if reason:  # e.g. a class-only method in a random-subset run: say why, keep going
+            emit({"stage": "unlearn", "method": name, "skipped": reason})
+            results["methods"][name] = {"skipped": reason}
+            update(results)
+            continue
         rows, touched = [], []
         for seed in params.evaluate.seeds:
             emit({"stage": "unlearn", "method": name, "seed": seed})

@@ -58,6 +58,7 @@ def format_table(results: dict[str, Any]) -> str:
         return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True)))
 
     out = [line(header), line(["-" * w for w in widths])] + [line(r) for r in body]
+    out += [f"{name}: skipped, {row['skipped']}" for name, row in rows if row.get("skipped")]
     req = results["request"]
     title = (f"{req['dataset']}: forget {req['description']} ({req['forget']} forget / {req['retain']} retain "
              f"samples, request {req['hash']}); speedup = {results.get('speedup_reference', 'oracle')} time / "

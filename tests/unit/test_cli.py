@@ -31,6 +31,18 @@ def test_runs_and_writes_json(tmp_path, capsys) -> None:
     assert results["methods"]["finetune"]["data"] == ["retain"]
 
 
+def test_a_method_that_does_not_fit_the_request_is_skipped_with_its_reason(tmp_path, capsys) -> None:
+    """UNSIR needs class labels: in a random-subset run it is skipped, and the methods after it still run."""
+    out = tmp_path / "results.json"
+    args = [*TINY, "--set", "request.random=0.1", "--set", "unlearn.methods=[unsir,neggrad]", "--out", str(out)]
+    assert main(["--params", str(ROOT / "params.yaml"), *args]) == 0
+    assert "unsir: skipped, method 'unsir' does not support 'random' requests" in capsys.readouterr().out
+    results = json.loads(out.read_text())
+    assert results["complete"] and results["methods"]["unsir"] == {
+        "skipped": "method 'unsir' does not support 'random' requests; it supports ['class']"}
+    assert 0 <= results["methods"]["neggrad"]["forget/acc"] <= 1
+
+
 def test_bad_param_exits_2_with_message(capsys) -> None:
     assert main(["--params", str(ROOT / "params.yaml"), "--set", "train.lr=-1", "--quiet"]) == 2
     assert "train.lr" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from .base import (
     list_methods,
     register_method,
     unlearn,
+    unsupported_reason,
 )
 
 for _mod in pkgutil.iter_modules(__path__):
@@ -20,4 +21,4 @@ for _mod in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{_mod.name}")
 
 __all__ = ["METHODS", "DataAccessError", "MethodConfig", "MethodInfo", "UnlearnInputs", "UnlearnResult",
-           "list_methods", "register_method", "unlearn"]
+           "list_methods", "register_method", "unlearn", "unsupported_reason"]

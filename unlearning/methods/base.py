@@ -167,6 +167,19 @@ def check_split(split: Split) -> None:
         raise ValueError("forget and retain sets overlap")
 
 
+def unsupported_reason(name: str, split: Split) -> str | None:
+    """Why method `name` cannot serve this request (its task, then its scenario), or None when it can.
+
+    Runs over several methods skip such a method with this reason instead of failing the whole run.
+    """
+    info = METHODS.get(name)
+    if split.dataset.task not in info.tasks:
+        return f"method {name!r} does not support {split.dataset.task} tasks; it supports {sorted(info.tasks)}"
+    if split.scenario not in info.scenarios:
+        return f"method {name!r} does not support {split.scenario!r} requests; it supports {sorted(info.scenarios)}"
+    return None
+
+
 def unlearn(name: str, model: nn.Module, split: Split, cfg: MethodConfig | dict[str, Any] | None = None, *,
             seed: int = 0, device: torch.device | str | None = None,
             log: Callable[[dict[str, Any]], None] | None = None) -> UnlearnResult:
@@ -177,12 +190,9 @@ def unlearn(name: str, model: nn.Module, split: Split, cfg: MethodConfig | dict[
     elif not isinstance(cfg, info.config):
         raise TypeError(f"config of {name} must be {info.config.__name__}; got {type(cfg).__name__}")
     check_split(split)
-    if split.dataset.task not in info.tasks:
-        raise ValueError(f"method {name!r} does not support {split.dataset.task} tasks; "
-                         f"it supports {sorted(info.tasks)}")
-    if split.scenario not in info.scenarios:
-        raise ValueError(f"method {name!r} does not support {split.scenario!r} requests; "
-                         f"it supports {sorted(info.scenarios)}")
+    reason = unsupported_reason(name, split)
+    if reason:
+        raise ValueError(reason)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     codes = (getattr(model, "extra", None) or {}).get("mnemonic_codes")
     inputs = UnlearnInputs(split, info.needs, device=device, seed=seed,
