@@ -22,22 +22,14 @@ from unlearning.methods.salun import SalunConfig, saliency_mask
 from unlearning.methods.scrub import PRESETS, ScrubConfig
 from unlearning.methods.ssd import SsdConfig
 from unlearning.methods.unsir import UnsirConfig
+from unlearning.metrics import accuracy
 from unlearning.models import create_model
 from unlearning.requests import resolve
 from unlearning.training import fit, per_sample_loss, predict
 
 
 def _acc(model, samples) -> float:
-    return float((predict(model, samples).argmax(1) == samples.y).float().mean())
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on a busy 2-core machine two threads per process made this file ~18x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    return accuracy(predict(model, samples), samples.y)
 
 
 @pytest.fixture(scope="module")

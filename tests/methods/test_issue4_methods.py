@@ -22,6 +22,7 @@ from unlearning.methods.gkt import Generator, GKTConfig, attention, attention_lo
 from unlearning.methods.lightweight import LightweightConfig
 from unlearning.methods.mnemonic import MnemonicConfig
 from unlearning.methods.retrain import RetrainConfig
+from unlearning.metrics import accuracy
 from unlearning.mnemonic_codes import code_mixing_loss, make_codes
 from unlearning.models import create_model
 from unlearning.requests import Split, resolve
@@ -29,7 +30,7 @@ from unlearning.training import fit, predict
 
 
 def _acc(model, samples) -> float:
-    return float((predict(model, samples).argmax(1) == samples.y).float().mean())
+    return accuracy(predict(model, samples), samples.y)
 
 
 def _mae(model, samples) -> float:
@@ -56,15 +57,6 @@ def _no_data(split: Split) -> Split:
 
 
 # ----------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """One intra-op thread: on 2 shared cores, 2 threads made emmn 8x slower (60 s vs 7.6 s) under load."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,15 @@ Per-sample signals (`signals.py`) are kept apart from the attacks that consume t
 from .accuracy import accuracy, confusion_matrix, mean_abs_error, per_class_accuracy
 from .ain import anamnesis_index, relearn_steps
 from .distances import (
-                        ZRF_SEED,
-                        act_dist,
-                        js_divergence,
-                        js_textbook,
-                        kl_divergence,
-                        random_teacher,
-                        wasserstein,
-                        weight_distance,
-                        zrf,
+    ZRF_SEED,
+    act_dist,
+    js_divergence,
+    js_textbook,
+    kl_divergence,
+    random_teacher,
+    wasserstein,
+    weight_distance,
+    zrf,
 )
 from .mia import cv_attack, efficacy, entropy_attack, member_rate, regression_attack, threshold_attack
 from .report import average_gap, evaluate
