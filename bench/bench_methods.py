@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from unlearning.config import load_params  # noqa: E402
-from unlearning.experiment import load_split, run_method, train_oracle, train_original  # noqa: E402
+from unlearning.params import load_params  # noqa: E402
+from unlearning.steps import load_split, run_method, train_oracle, train_original  # noqa: E402
 from unlearning.utils import get_device  # noqa: E402
 
 

@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import _common as C
+from .settings import CHECKPOINT
 
 PYFUNC_CODE = Path(__file__).with_name("_pyfunc.py")
 KEY_TAG = "unlearn.key"
@@ -84,9 +84,9 @@ def fetch_checkpoint(model_uri: str, dest: Path) -> Path:
 
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-        found = list(local.rglob(C.CHECKPOINT))
+        found = list(local.rglob(CHECKPOINT))
         if not found:
-            raise FileNotFoundError(f"{model_uri}: no {C.CHECKPOINT} among its artifacts")
+            raise FileNotFoundError(f"{model_uri}: no {CHECKPOINT} among its artifacts")
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(found[0], dest)
     return dest

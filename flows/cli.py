@@ -29,20 +29,21 @@ def _common(p: argparse.ArgumentParser, overrides: bool = True) -> None:
 
 
 def _params(args):
-    from . import _common as C
+    from .settings import load
 
-    return C.load(args.root.resolve(), args.params, getattr(args, "overrides", []))
+    return load(args.root.resolve(), args.params, getattr(args, "overrides", []))
 
 
 def _dataset(params):
-    from unlearning.data import load_dataset
+    from unlearning.datasets import load_dataset
 
     return load_dataset(params.data.name, params.data.root, params.data.download, **params.data.options())
 
 
 def cmd_run(args) -> int:
-    from . import _common as C
     from . import deletions
+    from .records import StageRun
+    from .settings import RUNS_DIR, tracking_uri
 
     root = args.root.resolve()
     params = _params(args)
@@ -56,12 +57,13 @@ def cmd_run(args) -> int:
     t0 = time.perf_counter()
     out = unlearning_pipeline(root=str(root), params_path=args.params, overrides=args.overrides)
     total = time.perf_counter() - t0
-    print(out["table"])
+    print(out["promotion"].table)
     print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in out["stages"].items()))
-    base, oracle = out["base"], out["oracle"]
-    print(f"base model: {base['source']}; oracle: {'skipped' if oracle.get('skipped') else oracle['source']}")
+    runs = {role: StageRun.read(root / RUNS_DIR / f"{role}.json").source for role in ("base", "oracle")}
+    print(f"base model: {runs['base']}; oracle: {runs['oracle']}")
     print(f"pipeline: {total:.1f} s (flow body {out['seconds']:.1f} s); MLflow parent run {out['parent_run_id']}")
-    print(f"tracking: {C.tracking_uri(root, params)} -> mlflow ui --backend-store-uri {C.tracking_uri(root, params)}")
+    uri = tracking_uri(root, params)
+    print(f"tracking: {uri} -> mlflow ui --backend-store-uri {uri}")
     return 0
 
 
@@ -94,21 +96,21 @@ def cmd_serve(args) -> int:
 
 
 def cmd_promote(args) -> int:
-    from .promote import promote_version
+    from .production import promote_version
 
     print(promote_version(args.root.resolve(), _params(args), args.version, force=args.force))
     return 0
 
 
 def cmd_rollback(args) -> int:
-    from .promote import rollback
+    from .production import rollback
 
     print(rollback(args.root.resolve(), _params(args)))
     return 0
 
 
 def cmd_methods(args) -> int:
-    from unlearning.experiment import describe_methods
+    from unlearning.steps import describe_methods
 
     rows = describe_methods()
     width = max(len(r["name"]) for r in rows)
@@ -119,9 +121,10 @@ def cmd_methods(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from . import _common as C
-    from . import _registry as R
+    from . import _registry as registry
     from . import deletions
+    from .settings import registered_model_name, tracking_uri
+    from .tracking import setup_mlflow
 
     root = args.root.resolve()
     params = _params(args)
@@ -135,22 +138,22 @@ def cmd_status(args) -> int:
     for r in reqs:
         if r["status"] == "refused":
             print(f"  refused {r['hash']}  reasons: {r.get('result', {}).get('reasons')}")
-    C.setup_mlflow(root, params)
-    name = C.registered_model_name(params)
-    prod = R.alias_version(name, "production")
+    setup_mlflow(root, params)
+    name = registered_model_name(params)
+    prod = registry.alias_version(name, "production")
     if prod is None:
-        print(f"production: none yet for {name} ({C.tracking_uri(root, params)})")
+        print(f"production: none yet for {name} ({tracking_uri(root, params)})")
         return 0
-    tags = R.version_tags(name, prod)
-    print(f"production: {name} v{prod} (previous: v{R.alias_version(name, 'previous') or '-'})")
+    tags = registry.version_tags(name, prod)
+    print(f"production: {name} v{prod} (previous: v{registry.alias_version(name, 'previous') or '-'})")
     for key in ("role", "method", "gates", "score", "promoted", "data_hash", "request_hash", "requests",
                 "data_touched", "run_id", "git_commit"):
         if tags.get(key):
             print(f"  {key:<13} {tags[key]}")
     base = tags.get("base_version")
     chain = []
-    while base and R.version_exists(name, base) and len(chain) < 20:
-        bt = R.version_tags(name, base)
+    while base and registry.version_exists(name, base) and len(chain) < 20:
+        bt = registry.version_tags(name, base)
         chain.append(f"v{base} ({bt.get('role')}{' ' + bt['method'] if bt.get('method') else ''}, "
                      f"data {bt.get('data_hash', '?')[:12]})")
         base = bt.get("base_version")
@@ -216,10 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from . import _common as C
+    from .settings import quiet_env
 
-    C.quiet_env()
-    from unlearning.config import ConfigError
+    quiet_env()
+    from unlearning.params import ConfigError
 
     from .deletions import RequestError
 

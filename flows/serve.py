@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from . import _common as C
+from .settings import QUIET_ENV
 
 DEPLOYMENT = "scheduled"
 
@@ -43,7 +43,7 @@ def start_server(port: int | None = None, timeout_s: float = 180.0, log_file: Pa
     port = port or free_port()
     exe = Path(sys.executable).with_name("prefect")
     cmd = [str(exe)] if exe.exists() else [shutil.which("prefect") or "prefect"]
-    env = {**os.environ, **C.QUIET_ENV}
+    env = {**os.environ, **QUIET_ENV}
     env.pop("PREFECT_API_URL", None)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd + ["server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
@@ -93,11 +93,11 @@ def serve(root: Path, cron: str, *, params_path: str = "params.yaml", overrides:
     api = os.environ.get("PREFECT_API_URL")
     proc = None
     if not api:
-        C.Progress("serve").say("no PREFECT_API_URL: starting a Prefect server on 127.0.0.1 ...")
+        _say("no PREFECT_API_URL: starting a Prefect server on 127.0.0.1 ...")
         log = root / "outputs" / "prefect-server.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         api, proc = start_server(port, log_file=log)
-        C.Progress("serve").say(f"Prefect server ready at {api.removesuffix('/api')} (UI); API {api}")
+        _say(f"Prefect server ready at {api.removesuffix('/api')} (UI); API {api}")
     try:
         from prefect.deployments.runner import EntrypointType
         from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -111,3 +111,10 @@ def serve(root: Path, cron: str, *, params_path: str = "params.yaml", overrides:
                 entrypoint_type=EntrypointType.MODULE_PATH, print_starting_message=True)
     finally:
         stop_server(proc)
+
+
+def _say(message: str) -> None:
+    from unlearning.console import Console
+
+    with Console() as console:
+        console.say(message, label="serve")

@@ -36,13 +36,13 @@ def shared_datasets() -> Path:
 
 @pytest.fixture(scope="session")
 def digits():
-    from unlearning.data import load_dataset
+    from unlearning.datasets import load_dataset
 
     return load_dataset("digits")
 
 
 @pytest.fixture(scope="session")
 def diabetes():
-    from unlearning.data import load_dataset
+    from unlearning.datasets import load_dataset
 
     return load_dataset("diabetes")

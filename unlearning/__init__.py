@@ -1,17 +1,27 @@
 """Machine unlearning for PyTorch models: data, forget requests, models, training, methods, metrics.
 
 This package imports only torch, numpy, scikit-learn, scipy, pydantic and yaml: it runs on a bare GPU
-machine. Tracking, orchestration and data versioning live in `flows/`.
+machine. Tracking, orchestration and data versioning live in `flows/`. Names below are imported on first
+use, so `python -m unlearning` and `import unlearning.config` start without loading torch.
 """
 
-from .config import Params, load_params
-from .data import DATASETS, Dataset, Samples, load_dataset
-from .methods import METHODS, UnlearnResult, list_methods, unlearn
-from .metrics import evaluate
-from .models import MODELS, create_model, load_checkpoint, save_checkpoint
-from .requests import Split, resolve
-from .training import fit, predict
+from importlib import import_module
 
-__all__ = ["DATASETS", "METHODS", "MODELS", "Dataset", "Params", "Samples", "Split", "UnlearnResult",
-           "create_model", "evaluate", "fit", "list_methods", "load_checkpoint", "load_dataset", "load_params", "predict",
-           "resolve", "save_checkpoint", "unlearn"]
+_EXPORTS = {
+    "Params": "params", "load_params": "params",
+    "DATASETS": "datasets", "load_dataset": "datasets",
+    "Dataset": "data", "Samples": "data",
+    "METHODS": "methods", "UnlearnResult": "methods", "list_methods": "methods", "unlearn": "methods",
+    "evaluate": "metrics",
+    "MODELS": "models", "create_model": "models", "load_checkpoint": "models", "save_checkpoint": "models",
+    "Split": "requests", "resolve": "requests",
+    "fit": "training", "predict": "training",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'unlearning' has no attribute {name!r}")
+    return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)

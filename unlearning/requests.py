@@ -6,6 +6,7 @@ name and the exact forgotten ids, so the same request identifies itself the same
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,21 @@ class Split:
         if self.forget_test_mask is None:
             return None
         return self._test(self.test_idx[~self.forget_test_mask], device)
+
+    def without(self, removed: list[int]) -> Split:
+        """This split minus ids deleted earlier (out of both forget and retain sets)."""
+        if not removed:
+            return self
+        gone = torch.tensor(sorted(removed), dtype=torch.long)
+        forget = self.forget_idx[~torch.isin(self.forget_idx, gone)]
+        if len(forget) == 0:
+            raise ValueError(f"request ({self.description}) selects only samples already deleted: empty forget set")
+        retain = self.retain_idx[~torch.isin(self.retain_idx, gone)]
+        return dataclasses.replace(self, forget_idx=forget, retain_idx=retain)
+
+    def forget_test_ids(self) -> list[int] | None:
+        """Test indices of the forgotten classes / range (None for sample requests)."""
+        return None if self.forget_test_mask is None else self.test_idx[self.forget_test_mask].tolist()
 
     def summary(self) -> dict[str, object]:
         """JSON-able description: scenario, sizes, hash."""
@@ -188,3 +204,25 @@ def resolve(request: RequestConfig, dataset: Dataset) -> Split:
     if test_mask_full is not None:
         test_mask = test_mask_full[test_idx]
     return Split(dataset, scenario, forget_idx, retain_idx, test_idx, val_idx, forget_classes, test_mask, desc)
+
+
+def split_from_ids(dataset: Dataset, *, scenario: str, forget_ids: list[int], removed_ids: list[int],
+                   val_ids: list[int], forget_test_ids: list[int] | None, forget_classes: list[int] | None,
+                   description: str) -> Split:
+    """Rebuild a resolved `Split` from its ids (what a pipeline stage stored), without resolving again.
+
+    Retain is every training id neither forgotten nor removed earlier; test is every test id not in val.
+    """
+    n, n_test = len(dataset.y_train), len(dataset.y_test)
+    forget = torch.tensor(sorted(forget_ids), dtype=torch.long)
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[forget] = False
+    keep[torch.tensor(removed_ids, dtype=torch.long)] = False
+    in_val = torch.zeros(n_test, dtype=torch.bool)
+    in_val[torch.tensor(val_ids, dtype=torch.long)] = True
+    test_idx = torch.nonzero(~in_val).flatten()
+    mask = None
+    if forget_test_ids is not None:
+        mask = torch.isin(test_idx, torch.tensor(forget_test_ids, dtype=torch.long))
+    return Split(dataset, scenario, forget, torch.nonzero(keep).flatten(), test_idx,
+                 torch.nonzero(in_val).flatten(), forget_classes, mask, description)

@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from unlearning.config import MnemonicConfig, RequestConfig, TrainConfig
-from unlearning.experiment import train_recipe
 from unlearning.methods import METHODS, DataAccessError, UnlearnInputs, list_methods, unlearn
 from unlearning.models import create_model
 from unlearning.requests import resolve
+from unlearning.steps import train_recipe
 from unlearning.training import per_sample_loss, predict
 
 # Budgets small enough for a CPU contract run; behaviour at full defaults is tested per method.

@@ -12,7 +12,7 @@ from flows.cli import main
 
 @pytest.fixture(scope="module")
 def digits_ds():
-    from unlearning.data import load_dataset
+    from unlearning.datasets import load_dataset
 
     return load_dataset("digits")
 

@@ -26,9 +26,15 @@ def project(tmp_path_factory, mlflow_template):
 
 
 def _run(root):
+    """The pipeline's result, with each model's stable record and what this run did with it side by side."""
     from flows.pipeline import unlearning_pipeline
+    from flows.records import StageRun
 
-    return unlearning_pipeline(root=str(root))
+    out = unlearning_pipeline(root=str(root))
+    runs = {role: StageRun.read(root / "outputs" / "runs" / f"{role}.json") for role in ("base", "oracle")}
+    return {"parent_run_id": out["parent_run_id"], "production": out["promotion"].production,
+            "table": out["promotion"].table,
+            **{role: {**out[role].model_dump(), **runs[role].model_dump()} for role in ("base", "oracle")}}
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +87,7 @@ def test_first_run_tracks_registers_and_promotes(project, first):
     assert prod.tags["gates"] == "passed" and prod.tags["role"] == "unlearned"
     assert prod.tags["data_hash"] == first["base"]["data_hash"]
     assert first["production"] == str(prod.version)
-    assert (project / "data.dvc").exists() and (project / "dvc.lock").exists()
+    assert (project / "dvc.lock").exists() and "path: data\n" in (project / "dvc.lock").read_text()
     metrics = json.loads((project / "outputs/metrics/finetune.json").read_text())
     assert 0.0 <= metrics["forget/acc"] <= 1.0
     assert "| finetune |" in first["table"]
@@ -104,6 +110,30 @@ def test_dvc_status_clean_after_runs(project, second):
     assert "up to date" in out.stdout, out.stdout + out.stderr
     out = dvc(project, "repro")
     assert "Running stage" not in out.stdout, out.stdout
+
+
+def test_one_methods_settings_touch_only_its_stages(project, second):
+    params = project / "params.yaml"
+    text = params.read_text()
+    try:
+        params.write_text(text.replace("neggrad: {}", "neggrad: {lr: 0.01}"))
+        assert params.read_text() != text
+        # `dvc status` lists the stage whose own params changed; evaluate@neggrad follows through its dep on
+        # outputs/unlearn/neggrad. No other method's stages, no training stage.
+        out = dvc(project, "status", "--json")
+        assert set(json.loads(out.stdout)) == {"unlearn@neggrad"}, out.stdout
+    finally:
+        params.write_text(text)
+
+
+def test_bad_gate_name_fails_at_load_before_any_run(project, second, capsys):
+    from flows.cli import main
+
+    exp = _client().get_experiment_by_name("unlearning")
+    before = len(_client().search_runs([exp.experiment_id]))
+    assert main(["run", "--root", str(project), "--set", "promote.gates.mia_vs_orcale=5"]) == 2
+    assert "promote.gates.mia_vs_orcale" in capsys.readouterr().err
+    assert len(_client().search_runs([exp.experiment_id])) == before
 
 
 @pytest.mark.slow  # three stage processes (torch + mlflow imports each): 60-100 s on 2 busy cores

@@ -9,13 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from flows import _common as C
 from flows import _registry as R
-from flows.promote import check_gates, promote_version, register_and_promote, rollback
+from flows.context import StageContext
+from flows.gates import check_gates
+from flows.production import promote_version, rollback
+from flows.promote import register_and_promote as promote_stage
+from flows.records import EvalRecord, ModelRecord, UnlearnRecord, write_json
+from flows.settings import MODEL_FILE, RECORD_FILE, load, metrics_file, stage_dir
+from flows.tracking import setup_mlflow
+from unlearning.config import Gates
 
 BASE = {"forget/acc": 0.99, "retain/acc": 0.99, "test/acc": 0.96, "mia/entropy_lr": 0.80}
 ORACLE = {"forget/acc": 0.00, "retain/acc": 0.99, "test/acc": 0.86, "mia/entropy_lr": 0.10}
-GATES = {"forget_acc_vs_oracle": 2.0, "retain_acc_drop": 2.0, "test_acc_drop": 2.0, "mia_vs_oracle": 5.0}
+GATES = Gates()
+ORACLE_GATES = {"forget_acc_vs_oracle", "retain_acc_drop", "test_acc_drop", "mia_vs_oracle"}
 GOOD = {"forget/acc": 0.01, "retain/acc": 0.985, "test/acc": 0.955, "mia/entropy_lr": 0.12, "oracle/avg_gap": 1.0}
 BETTER = {"forget/acc": 0.0, "retain/acc": 0.99, "test/acc": 0.96, "mia/entropy_lr": 0.10, "oracle/avg_gap": 0.5}
 BAD = {"forget/acc": 0.30, "retain/acc": 0.90, "test/acc": 0.95, "mia/entropy_lr": 0.40, "oracle/avg_gap": 20.0}
@@ -23,7 +30,7 @@ BAD = {"forget/acc": 0.30, "retain/acc": 0.90, "test/acc": 0.95, "mia/entropy_lr
 
 def test_gates_pass_and_fail():
     ok = check_gates(GOOD, BASE, ORACLE, GATES, scenario="class")
-    assert {g.name for g in ok} == set(GATES) and all(g.passed for g in ok)
+    assert {g.name for g in ok} == ORACLE_GATES and all(g.passed for g in ok)
     bad = {g.name: g for g in check_gates(BAD, BASE, ORACLE, GATES, scenario="class")}
     assert not bad["forget_acc_vs_oracle"].passed and math.isclose(bad["forget_acc_vs_oracle"].value, 30.0)
     assert not bad["retain_acc_drop"].passed and not bad["mia_vs_oracle"].passed
@@ -45,11 +52,12 @@ def test_oracle_free_gates_replace_oracle_gates():
     assert not ids["forget_acc_vs_test"].passed  # forgotten samples still look seen
 
 
-def test_missing_metric_fails_and_unknown_gate_raises():
-    g = check_gates({"retain/acc": 0.99}, BASE, ORACLE, {"test_acc_drop": 2.0}, scenario="ids")
-    assert not g[0].passed and "missing" in g[0].text
-    with pytest.raises(ValueError, match="unknown gate"):
-        check_gates(GOOD, BASE, ORACLE, {"nope": 1.0}, scenario="class")
+def test_missing_metric_fails_and_unknown_gate_is_refused_at_load():
+    only_test = Gates(forget_acc_vs_oracle=None, mia_vs_oracle=None, retain_acc_drop=None)
+    g = check_gates({"retain/acc": 0.99}, BASE, ORACLE, only_test, scenario="ids")
+    assert len(g) == 1 and not g[0].passed and "missing" in g[0].text
+    with pytest.raises(ValueError, match="nope"):
+        Gates(nope=1.0)
 
 
 @pytest.fixture
@@ -58,14 +66,15 @@ def registry(tmp_path, tracking):
     import mlflow
     import torch
 
-    from flows.prepare import materialise, prepare
-    from unlearning.data import load_dataset
+    from flows.datastore import materialise
+    from flows.version_data import version_data
+    from unlearning.datasets import load_dataset
     from unlearning.models import create_model, save_checkpoint
 
-    params = C.load(tmp_path, None, ["unlearn.methods=[finetune,neggrad]"])
+    params = load(tmp_path, None, ["unlearn.methods=[finetune,neggrad]"])
     materialise(tmp_path, load_dataset("digits"), {"pending": [], "done": []})
-    prepare(tmp_path, params)
-    C.setup_mlflow(tmp_path, params)
+    version_data(StageContext(tmp_path, params))
+    setup_mlflow(tmp_path, params)
     torch.manual_seed(0)
     ckpt = save_checkpoint(create_model("mlp", 10, (1, 8, 8), width=8), tmp_path / "model.pt")
     with mlflow.start_run():
@@ -75,19 +84,21 @@ def registry(tmp_path, tracking):
 
 
 def _fake_outputs(root: Path, versions: dict[str, str], metrics: dict[str, dict]) -> None:
-    C.write_json(C.metrics_file(root, "base"), BASE)
-    C.write_json(C.metrics_file(root, "oracle"), ORACLE)
-    C.write_json(C.stage_dir(root, "oracle") / C.MODEL_FILE, {"version": "0"})
+    write_json(metrics_file(root, "base"), BASE)
+    write_json(metrics_file(root, "oracle"), ORACLE)
+    ModelRecord(role="oracle", version="0").write(stage_dir(root, "oracle") / MODEL_FILE)
     for method, version in versions.items():
-        C.write_json(C.stage_dir(root, "unlearn", method) / C.RUN_FILE, {"version": version})
-        C.write_json(C.metrics_file(root, method), metrics[method])
+        UnlearnRecord(method=method, run_id="r", tracking_uri="", version=version).write(
+            stage_dir(root, "unlearn", method) / RECORD_FILE)
+        EvalRecord(method=method, run_id="r", tracking_uri="").write(stage_dir(root, "evaluate", method) / RECORD_FILE)
+        write_json(metrics_file(root, method), metrics[method])
 
 
 def test_register_and_promote_moves_aliases_and_tags(registry):
     root, params, (v_base, v1, v2) = registry
     _fake_outputs(root, {"finetune": v1, "neggrad": v2}, {"finetune": GOOD, "neggrad": BETTER})
-    out = register_and_promote(root, params)
-    assert out["production"] == v2 and out["passing"] == ["neggrad", "finetune"]
+    out = promote_stage(StageContext(root, params))
+    assert out.production == v2 and out.passing == ["neggrad", "finetune"]
     c = R.client()
     aliases = c.get_registered_model("digits-mlp").aliases
     assert aliases["production"] == int(v2) and aliases["staging-finetune"] == int(v1)
@@ -97,8 +108,8 @@ def test_register_and_promote_moves_aliases_and_tags(registry):
 
     # A later run whose versions fail: nothing moves, the reasons are version tags.
     _fake_outputs(root, {"finetune": v1, "neggrad": v_base}, {"finetune": BAD, "neggrad": BAD})
-    out = register_and_promote(root, params)
-    assert out["production"] == v2 and "no version passed" in out["message"]
+    out = promote_stage(StageContext(root, params))
+    assert out.production == v2 and "no version passed" in out.message
     aliases = c.get_registered_model("digits-mlp").aliases
     assert aliases["production"] == int(v2) and "staging-neggrad" in aliases and aliases["staging-neggrad"] == int(v2)
     assert R.version_tags("digits-mlp", v_base)["gates"] == "failed"
@@ -108,7 +119,7 @@ def test_register_and_promote_moves_aliases_and_tags(registry):
 def test_previous_promote_by_hand_and_rollback(registry):
     root, params, (v_base, v1, v2) = registry
     _fake_outputs(root, {"finetune": v1, "neggrad": v2}, {"finetune": GOOD, "neggrad": BAD})
-    register_and_promote(root, params)
+    promote_stage(StageContext(root, params))
     assert R.alias_version("digits-mlp", "production") == v1
 
     with pytest.raises(ValueError, match="failed its gates"):
@@ -151,28 +162,28 @@ def test_forget_set_gates_are_not_finer_than_one_sample():
 
 
 def test_a_method_that_does_not_apply_is_skipped_not_fatal(registry):
-    from flows.evaluate import evaluate_method
-    from flows.unlearn import unlearn_method
+    from flows.evaluate import evaluate
+    from flows.unlearn import unlearn
 
     root, params, (v_base, v1, v2) = registry
-    C.write_json(C.stage_dir(root, "base") / C.MODEL_FILE, {"version": v_base})
-    rec = unlearn_method(root, params, "gaussian_amnesiac")  # regression-only method, digits is classification
-    assert rec["skipped"] and "regression" in rec["reason"]
-    assert evaluate_method(root, params, "gaussian_amnesiac")["skipped"]
+    ModelRecord(role="base", version=v_base).write(stage_dir(root, "base") / MODEL_FILE)
+    rec = unlearn(StageContext(root, params), "gaussian_amnesiac")  # regression-only method, digits is classification
+    assert rec.skipped and "regression" in rec.reason
+    assert evaluate(StageContext(root, params), "gaussian_amnesiac").skipped
     _fake_outputs(root, {"finetune": v1}, {"finetune": GOOD})
     params = params.model_copy(update={"unlearn": params.unlearn.model_validate(
         {"methods": ["finetune", "gaussian_amnesiac"]})})
-    out = register_and_promote(root, params)
-    assert out["production"] == v1 and "gaussian_amnesiac" in out["skipped"]
-    assert "Skipped (not applicable" in out["table"]
+    out = promote_stage(StageContext(root, params))
+    assert out.production == v1 and "gaussian_amnesiac" in out.skipped
+    assert "Skipped (not applicable" in out.table
 
 
 def test_a_rolled_back_version_is_not_promoted_again_by_the_pipeline(registry):
     root, params, (v_base, v1, v2) = registry
     _fake_outputs(root, {"finetune": v1, "neggrad": v2}, {"finetune": GOOD, "neggrad": BETTER})
-    assert register_and_promote(root, params)["production"] == v2
+    assert promote_stage(StageContext(root, params)).production == v2
     promote_version(root, params, v1)
     promote_version(root, params, v2)
     assert "rolled back from v3 to v2" in rollback(root, params)
-    out = register_and_promote(root, params)  # the same outputs again, as a nightly run would see them
-    assert out["production"] == v1 == R.alias_version("digits-mlp", "production")
+    out = promote_stage(StageContext(root, params))  # the same outputs again, as a nightly run would see them
+    assert out.production == v1 == R.alias_version("digits-mlp", "production")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
-from unlearning.__main__ import Progress, main
+from unlearning.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--set", "train.epochs=4", "--set", "unlearn.methods=[finetune,neggrad]",
@@ -53,12 +52,13 @@ def test_bad_request_exits_2_before_training(capsys) -> None:
     assert "unknown class 42" in capsys.readouterr().err
 
 
-def test_progress_prints_every_loss_a_stage_reports() -> None:
-    """SalUn, SCRUB and others report forget_loss / min_loss etc., not `loss`: no 'nan' in their place."""
-    out = io.StringIO()
-    progress = Progress(out)
-    progress({"stage": "salun", "epoch": 1, "epochs": 10, "forget_loss": 0.5, "retain_loss": 0.25})
-    progress({"stage": "neggrad", "epoch": 5, "epochs": 5, "loss": -3.0})
-    lines = out.getvalue().splitlines()
-    assert lines[0].endswith("salun: epoch 1/10 forget loss 0.5000 retain loss 0.2500")
-    assert lines[1].endswith("neggrad: epoch 5/5 loss -3.0000")
+def test_progress_shows_every_loss_and_the_overall_count(monkeypatch, capsys) -> None:
+    """Plain progress (CI): a first line at once, every loss a stage reports, stages counted with an ETA."""
+    monkeypatch.setenv("UNLEARNING_PLAIN", "1")
+    tiny = [a for a in TINY if a != "--quiet"] + ["--set", "unlearn.methods=[salun]", "--set", "unlearn.salun={epochs: 2}"]
+    assert main(["--params", str(ROOT / "params.yaml"), *tiny]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert "python -m unlearning: loading" in err[0]
+    salun = [line for line in err if "salun: epoch" in line]
+    assert salun and "forget loss" in salun[-1] and "retain loss" in salun[-1] and "nan" not in salun[-1]
+    assert any("3/3" in line and "ETA" in line for line in err), err

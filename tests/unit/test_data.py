@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from unlearning.data import DATASETS, crop_flip, load_dataset
+from unlearning.data import crop_flip
+from unlearning.datasets import DATASETS, load_dataset
 
 
 def test_digits_shapes_and_ids(digits) -> None:

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from unlearning.config import load_params
-from unlearning.experiment import run_experiment
+from unlearning.params import load_params
+from unlearning.runner.experiment import run_experiment
 
 
 @pytest.mark.gpu

@@ -12,7 +12,7 @@ from .base import MethodConfig, UnlearnInputs, register_method
 
 
 class RetrainConfig(MethodConfig):
-    """The training recipe; the runner fills it with `params.train` so the oracle matches the original."""
+    """The training recipe; `Params` fills it with `params.train` (unless given) so it matches the oracle."""
 
     recipe: TrainConfig = Field(default_factory=TrainConfig)
 

@@ -1,23 +1,25 @@
-"""The experiment as stage functions: data split, original model, oracle, each method, evaluation.
+"""The experiment's steps on typed params: split, original model, oracle, one method, scoring, timing.
 
-`python -m unlearning` and the pipeline in `flows/` both call these, so the code of a stage exists once.
-Nothing here tracks or versions anything; it returns models, times and metric dicts.
+The runner (`unlearning.runner`, `python -m unlearning`) and the pipeline's stages in `flows/` both call
+these, so the code of a step exists once. Nothing here tracks or versions anything, and nothing here
+loops over seeds (the runner does); it returns models, times and metric dicts.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import nn
 
-from .config import Params, TrainConfig
-from .data import Dataset, Samples, load_dataset
-from .methods import METHODS, UnlearnResult, unlearn, unsupported_reason
+from .config import TrainConfig
+from .data import Dataset, Samples
+from .datasets import load_dataset
+from .methods import METHODS, UnlearnResult, unlearn
 from .models import Net, create_model
+from .params import Params
 from .requests import Split, resolve
 from .training import fit
 from .utils import get_device, timed
@@ -85,19 +87,11 @@ def train_oracle(params: Params, split: Split, log: LogFn | None = None, seed: i
     return model, t["s"]
 
 
-def method_config(params: Params, name: str) -> Any:
-    """The typed config of a method; `retrain` inherits the training recipe unless given its own."""
-    cfg = params.unlearn.method_config(name)
-    if name == "retrain" and "recipe" not in ((params.unlearn.model_extra or {}).get("retrain") or {}):
-        cfg = cfg.model_copy(update={"recipe": params.train})
-    return cfg
-
-
 def run_method(params: Params, name: str, original: nn.Module, split: Split, seed: int = 0,
                log: LogFn | None = None) -> UnlearnResult:
     """Run one method on a copy of `original` on the configured device."""
     device = get_device(params.train.device)
-    return unlearn(name, original, split, method_config(params, name), seed=seed, device=device, log=log)
+    return unlearn(name, original, split, params.unlearn.method_config(name), seed=seed, device=device, log=log)
 
 
 def evaluate_model(params: Params, model: nn.Module, split: Split, original: nn.Module | None = None,
@@ -108,73 +102,16 @@ def evaluate_model(params: Params, model: nn.Module, split: Split, original: nn.
     return evaluate(model, split, original=original, oracle=oracle, cfg=params.evaluate, seed=seed)
 
 
-def _mean_std(rows: list[dict[str, float]]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for key in rows[0]:
-        vals = [r[key] for r in rows if isinstance(r.get(key), int | float)]
-        if not vals:
-            continue
-        finite = [v for v in vals if not math.isnan(v)]
-        out[key] = statistics.fmean(finite) if finite else float("nan")
-        if len(rows) > 1:
-            out[f"{key}/std"] = statistics.stdev(finite) if len(finite) > 1 else 0.0
-    return out
+def timing_metrics(time_s: float, reference_s: float | None) -> dict[str, float]:
+    """`time/s` and `speedup` (reference time / method time): the one place both are computed.
 
-
-def run_experiment(params: Params, log: LogFn | None = None,
-                   on_update: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Original, oracle and every configured method, evaluated; the JSON-able results.
-
-    Shape: {"request": {...}, "original": {metrics}, "oracle": {metrics}, "methods": {name: {metrics,
-    "time/s", "speedup", "data"}}}. Speedup = oracle (retrain) time / method time, measured in this run.
-    With several `evaluate.seeds`, method metrics are means with `<key>/std` beside them.
-    `on_update(results)` is called after every evaluated model, so a long run can save partial results
-    (`results["complete"]` is False until the end).
+    The reference is the retrain oracle's training time (or the original's without an oracle), measured
+    in the same run or stored with a reused model.
     """
-    update = on_update or (lambda results: None)
-    emit = log or (lambda event: None)
-    split = load_split(params)
-    emit({"stage": "split", **split.summary()})
-    original, t_original = train_original(params, split, log=log)
-    oracle, t_oracle = (None, float("nan"))
-    if params.evaluate.oracle:
-        oracle, t_oracle = train_oracle(params, split, log=log)
-
-    emit({"stage": "evaluate", "model": "original"})
-    results: dict[str, Any] = {"request": split.summary(), "device": str(get_device(params.train.device)),
-                               "complete": False}
-    results["original"] = {**evaluate_model(params, original, split, original=original, oracle=oracle),
-                           "time/s": t_original}
-    if oracle is not None:
-        emit({"stage": "evaluate", "model": "oracle"})
-        results["oracle"] = {**evaluate_model(params, oracle, split, original=original, oracle=oracle),
-                             "time/s": t_oracle, "speedup": 1.0}
-    reference_time = t_oracle if oracle is not None else t_original
-    results["speedup_reference"] = "oracle (retrain)" if oracle is not None else "original training"
-    results["methods"] = {}
-    update(results)
-
-    for name in params.unlearn.methods:
-        reason = unsupported_reason(name, split)
-        if reason:  # e.g. a class-only method in a random-subset run: say why, keep going
-            emit({"stage": "unlearn", "method": name, "skipped": reason})
-            results["methods"][name] = {"skipped": reason}
-            update(results)
-            continue
-        rows, touched = [], []
-        for seed in params.evaluate.seeds:
-            emit({"stage": "unlearn", "method": name, "seed": seed})
-            res = run_method(params, name, original, split, seed=seed, log=log)
-            emit({"stage": "evaluate", "model": name, "seed": seed})
-            metrics = evaluate_model(params, res.model, split, original=original, oracle=oracle, seed=seed)
-            metrics["time/s"] = res.time_s
-            metrics["speedup"] = reference_time / res.time_s if res.time_s > 0 else float("inf")
-            rows.append(metrics)
-            touched = res.touched
-        results["methods"][name] = {**_mean_std(rows), "data": touched or ["none"]}
-        update(results)
-    results["complete"] = True
-    return results
+    out = {"time/s": float(time_s)}
+    if reference_s is not None and math.isfinite(reference_s) and reference_s > 0:
+        out["speedup"] = float(reference_s) / time_s if time_s > 0 else float("inf")
+    return out
 
 
 def describe_methods() -> list[dict[str, Any]]:

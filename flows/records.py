@@ -1,0 +1,159 @@
+"""Typed records the stages hand each other, written as JSON files (DVC outs) and read back once.
+
+A stage reads its inputs' records and writes its own; nothing is resolved or validated twice. Files are
+written atomically with sorted keys (stable bytes: DVC hashes them); NaN and infinities become null.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+R = TypeVar("R", bound="Record")
+
+
+def _clean(obj: Any) -> Any:
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if isinstance(obj, Mapping):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    return obj
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Write JSON atomically, keys sorted (stable bytes: DVC hashes these files); nan -> null."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+class Record(BaseModel):
+    """Base of every stage record: immutable, unknown keys rejected, JSON on disk."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def write(self, path: Path) -> Path:
+        return write_json(path, self.model_dump(mode="json"))
+
+    @classmethod
+    def read(cls: type[R], path: Path) -> R:
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no {cls.__name__} here; run the stage that writes it first")
+        return cls.model_validate(read_json(path))
+
+
+class SplitRecord(Record):
+    """What `version_data` resolved, once: the data version and the exact ids of this run's split."""
+
+    dataset: str
+    data_hash: str
+    source: str  # "params" | "deletion requests"
+    requests: list[str]  # hashes of the pending deletion requests this run forgets
+    request: dict[str, Any]  # the effective request, as given (for people and MLflow)
+    request_hash: str
+    scenario: str
+    description: str
+    forget_ids: list[int]
+    removed_ids: list[int]  # deleted by earlier (done) requests: in neither forget nor retain
+    val_ids: list[int]
+    forget_test_ids: list[int] | None
+    forget_classes: list[int] | None
+    summary: dict[str, Any]
+
+    def lineage(self) -> dict[str, str]:
+        """Tags that tie a run or a model version to this data version and request."""
+        return {"data_hash": self.data_hash, "request_hash": self.request_hash, "requests": ",".join(self.requests)}
+
+
+class ModelRecord(Record):
+    """A base or oracle model (DVC out). Only what is stable when the model is reused, so a reused model
+    leaves the file byte-identical and nothing downstream reruns."""
+
+    role: str  # "base" | "oracle"
+    skipped: bool = False
+    reason: str | None = None
+    model_uri: str | None = None
+    model_id: str | None = None
+    registered_model: str | None = None
+    version: str | None = None
+    key: str | None = None
+    time_s: float | None = None
+    from_production: bool = False
+    data_hash: str | None = None
+    request_hash: str | None = None
+    requests: str = ""
+
+
+class StageRun(Record):
+    """What one run of a stage did (not tracked by DVC: it changes every run)."""
+
+    stage: str
+    run_id: str | None = None
+    source: str = ""  # trained | reused | production vN | skipped
+    tracking_uri: str = ""
+
+
+class UnlearnRecord(Record):
+    """One method's unlearned model, or why the method was skipped."""
+
+    method: str
+    run_id: str
+    tracking_uri: str
+    skipped: bool = False
+    reason: str | None = None
+    model_uri: str | None = None
+    model_id: str | None = None
+    registered_model: str | None = None
+    version: str | None = None
+    time_s: float | None = None
+    touched: list[str] = []
+    base_version: str | None = None
+    data_hash: str = ""
+    request_hash: str = ""
+    requests: str = ""
+
+
+class EvalRecord(Record):
+    """The scoring of one unlearned model (its metrics are the DVC metrics file beside it)."""
+
+    method: str
+    run_id: str
+    tracking_uri: str
+    skipped: bool = False
+    reason: str | None = None
+    model_version: str | None = None
+    metrics_file: str | None = None
+    data_hash: str = ""
+    request_hash: str = ""
+    requests: str = ""
+
+
+class PromotionRecord(Record):
+    """The decision of `register_and_promote`."""
+
+    production: str | None
+    previous: str | None
+    promoted: bool
+    message: str
+    passing: list[str]
+    refused: dict[str, list[str]]
+    skipped: dict[str, str]
+    registered_model: str
+    run_id: str
+    gates: dict[str, dict[str, str]]
+    table: str  # the results and gates as Markdown

@@ -1,0 +1,112 @@
+"""Where things are and how the pipeline is configured: environment, workspace paths, params, names.
+
+Nothing here runs at import time: entry points call `quiet_env()` first (STYLE rule 5), and mlflow,
+prefect and dvc are imported inside the functions that need them, so `python -m flows.stages` and
+`unlearn --help` stay fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from unlearning.params import Params
+
+# Measured on the 2-core machine (STACK.md): the temporary Prefect server needs more than its default 20 s
+# to start; analytics off, or every start logs an ERROR about telemetry on an offline machine.
+QUIET_ENV = {
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "DO_NOT_TRACK": "true",
+    "DVC_NO_ANALYTICS": "1",
+    "GIT_PYTHON_REFRESH": "quiet",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
+    # log_model would copy uv.lock + pyproject.toml (0.5 MB) into every model: we pass pip_requirements.
+    "MLFLOW_LOG_UV_FILES": "false",
+    "MLFLOW_UV_AUTO_DETECT": "false",
+}
+
+# Workspace layout (relative to the project root). DVC stage outs in dvc.yaml use the same paths.
+DATA_DIR = "data"
+SPLIT_FILE = "outputs/version_data/split.json"  # the SplitRecord
+METRICS_DIR = "outputs/metrics"
+PLOTS_DIR = "outputs/plots"
+PROMOTE_FILE = "outputs/promote.json"
+RECORD_FILE = "record.json"  # unlearn / evaluate outputs: the typed record of the stage
+# Base and oracle outputs keep only what is stable when the model is reused (URI, version, key, training
+# time): a reused model then leaves its DVC outs byte-identical and nothing downstream re-runs. What this
+# pipeline run did (its run id, "reused") goes to outputs/runs/<role>.json, which DVC does not track.
+MODEL_FILE = "model.json"
+RUNS_DIR = "outputs/runs"
+CHECKPOINT = "model.pt"
+
+
+def quiet_env() -> None:
+    """Offline-safe, quiet settings for Prefect, DVC and MLflow (kept when the user set them)."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    import logging
+
+    for name in ("alembic", "dvc", "httpx", "git"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def stage_dir(root: Path, stage: str, method: str | None = None) -> Path:
+    """Output folder of a model-producing stage: outputs/base, outputs/oracle, outputs/unlearn/<m>, ..."""
+    if stage in ("base", "oracle"):
+        return root / "outputs" / stage
+    if stage in ("unlearn", "evaluate"):
+        return root / "outputs" / stage / str(method)
+    raise ValueError(f"'stage' must be one of ['base', 'oracle', 'unlearn', 'evaluate']; got {stage!r}")
+
+
+def metrics_file(root: Path, name: str) -> Path:
+    """DVC metrics JSON of `name` (base, oracle or a method)."""
+    return root / METRICS_DIR / f"{name}.json"
+
+
+def load(root: Path, params_path: str | Path | None = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """params.yaml (relative to `root`) with `section.key=value` overrides -> typed `Params`, validated once.
+
+    Where dvc.yaml tracks each method's own section (`unlearn.<m>`), a listed method without a section
+    in params.yaml would make DVC fail after the training; that is refused here, before anything runs.
+    """
+    from unlearning.params import ConfigError, load_params, read_raw
+
+    path = Path(params_path) if params_path is not None else None
+    if path is not None and not path.is_absolute():
+        path = root / path
+    if path is not None and not path.exists() and str(params_path) == "params.yaml":
+        path = None  # built-in defaults where the project has no params.yaml
+    params = load_params(path, overrides or [])
+    if path is not None and not overrides and (root / "dvc.yaml").exists():
+        sections = read_raw(path).get("unlearn") or {}
+        missing = [m for m in params.unlearn.methods if m not in sections]
+        if missing:
+            raise ConfigError(f"unlearn.methods lists {missing} without a section in {path.name}; add "
+                              f"`{missing[0]}: {{}}` under `unlearn:` (dvc.yaml tracks each method's own section)")
+    return params
+
+
+def registered_model_name(params: Params) -> str:
+    """One registered model per dataset and architecture, e.g. `digits-mlp`."""
+    return f"{params.data.name}-{params.model.name}"
+
+
+def tracking_uri(root: Path, params: Params) -> str:
+    """`MLFLOW_TRACKING_URI`, else `tracking.uri`; a relative sqlite path is taken relative to the project root."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
+        uri = prefix + str((root / uri[len(prefix):]).resolve())
+    return uri
+
+
+def device_name(params: Params) -> str:
+    from unlearning.utils import get_device
+
+    return str(get_device(params.train.device))

@@ -1,0 +1,77 @@
+"""`python -m unlearning`: original, oracle and every configured method, evaluated, as a table and JSON.
+
+Needs no MLflow, Prefect or DVC: this is what runs on a bare GPU machine. Torch and the methods are
+imported after the first line of output, so the command answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, float) and (math.isnan(obj) or math.isinf(obj)):
+        return None
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m unlearning", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml",
+                        help="params file (default: params.yaml; built-in defaults when it does not exist)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a param, value parsed as YAML (e.g. --set unlearn.methods=[finetune])")
+    parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    args = parser.parse_args(argv)
+    from ..console import Console
+
+    console = Console(open(os.devnull, "w") if args.quiet else None)  # noqa: SIM115 - closed with the console
+    console.say(f"python -m unlearning: loading {args.params if Path(args.params).exists() else 'defaults'} ...")
+
+    path = args.params if Path(args.params).exists() or args.params != "params.yaml" else None
+    from ..params import ConfigError, load_params
+
+    try:
+        params = load_params(path, args.overrides)
+    except ConfigError as err:
+        console.close()
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+    from .experiment import run_experiment, stage_count
+    from .table import format_table
+
+    console.plan(stage_count(params), "models trained or unlearned")
+
+    def save(results: dict[str, Any]) -> None:
+        """Write (partial) results atomically: a run cut short keeps every model evaluated so far."""
+        if args.out is None:
+            return
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+        tmp.write_text(json.dumps(_jsonable(results), indent=2) + "\n")
+        tmp.replace(args.out)
+
+    try:
+        results = run_experiment(params, log=console.log_fn(), on_update=save, on_step=console.advance)
+    except (ValueError, FileNotFoundError) as err:
+        console.close()
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    console.close()
+    print(format_table(results))
+    if args.out:
+        save(results)
+        print(f"results written to {args.out}")
+    return 0
