@@ -22,7 +22,7 @@ class MnemonicConfig(MethodConfig):
 
     Official values per dataset: MNIST-MLP 1e-3 / 10, CIFAR-10 ResNet18 1e-5 / 1e4, CUB 1e-4 / 1,
     STN 1e-5 / 100. The defaults are the MNIST ones; measured on digits (cnn trained with t_mix 0.1,
-    class 3; see tests/methods/test_issue4_methods.py) they forget fully with retain-test accuracy within
+    class 3; see tests/methods/test_zero_shot_methods.py) they forget fully with retain-test accuracy within
     a few points of the original on the cnn with head='gap'. With the default flat head they do not:
     forget-train 96.6 % at λ1 1e-3 and 97.3 % at 3e-2 (retain-test 90.3 % there); on the digits MLP λ1 0.1
     was needed (forget 19 %). The perturbation's reach depends on the architecture; tune λ1 per model.
