@@ -23,7 +23,7 @@ class BlindspotConfig(MethodConfig):
 
     Batch 64 instead of the official 256 for both stages: on diabetes (353 training rows) 256 gives two
     unlearning steps and a proxy trained for four steps. Measured (diabetes, forget = top ~20 % of targets,
-    seed 0): see tests/methods/test_zero_shot_methods.py and the lead's report.
+    seed 0): see tests/methods/test_regression_methods.py and the lead's report.
     The proxy's ReduceLROnPlateau(x0.1, patience 10) never fires in 2 epochs and is left out.
     """
 

@@ -30,7 +30,7 @@ from .base import MethodConfig, UnlearnInputs, register_method
 class LightweightConfig(MethodConfig):
     """METHODS.md §7's suggestions: σ 0.01·std, SGD 0.01 momentum 0.9, at most k = 5 epochs; δ 0.02.
 
-    Measured on digits (mlp, seed 0, CPU; see tests/methods/test_zero_shot_methods.py): for a random 10 %
+    Measured on digits (mlp, seed 0, CPU; see tests/methods/test_random_subset_methods.py): for a random 10 %
     request the test passes at the first check (forget 100 % vs val 98.6 %: digits has almost no
     generalisation gap), 0.01 s against ~2 s for retraining. For class 3 it never passes within 5 epochs:
     fine-tuning on D_r keeps the class (forget-train accuracy 95 % at σ 0.01, 91 % at σ 0.3, 65 % at σ 1.0

@@ -1,0 +1,53 @@
+"""Digits originals shared by the method tests (trained once per session; methods copy, never mutate)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from unlearning.config import RequestConfig, TrainConfig
+from unlearning.mnemonic_codes import code_mixing_loss, make_codes
+from unlearning.models import create_model
+from unlearning.requests import resolve
+from unlearning.training import fit
+
+
+@pytest.fixture(scope="session")
+def class_split(digits):
+    return resolve(RequestConfig(classes=[3]), digits)
+
+
+@pytest.fixture(scope="session")
+def random_split(digits):
+    return resolve(RequestConfig(random=0.1), digits)
+
+
+def _train_original(name: str, split, loss_fn=None, **model_kwargs):
+    """A digits model trained on all of D (the same D for the class and the random request)."""
+    ds = split.dataset
+    torch.manual_seed(0)
+    model = create_model(name, ds.num_classes, ds.in_shape, **model_kwargs)
+    kw = {} if loss_fn is None else {"loss_fn": loss_fn}
+    return fit(model, split.train(), TrainConfig(epochs=15), **kw)
+
+
+@pytest.fixture(scope="session")
+def cnn_original(class_split):
+    return _train_original("cnn", class_split)
+
+
+@pytest.fixture(scope="session")
+def mlp_original(class_split):
+    return _train_original("mlp", class_split)
+
+
+@pytest.fixture(scope="session")
+def coded_cnn(class_split):
+    """The cnn trained with mnemonic codes mixed in, for the `mnemonic` method."""
+    ds = class_split.dataset
+    codes = make_codes(ds.num_classes, ds.in_shape, seed=0)
+    # The pooled head: the MNIST λ defaults do not reach far enough on the flat head (see MnemonicConfig).
+    loss_fn = code_mixing_loss(codes, 0.1, torch.Generator().manual_seed(0))
+    model = _train_original("cnn", class_split, loss_fn, head="gap")
+    model.extra = {"mnemonic_codes": codes}
+    return model
