@@ -61,6 +61,16 @@ def test_emmn_forgets_without_any_data(class_split, cnn_original, check):
     _check_forgets(check, result, cnn_original, class_split)
 
 
+def test_emmn_trains_only_the_head_by_default(class_split, mlp_original):
+    fast = {"noise_steps": 2, "repair_epochs": 1}
+    out = unlearn("emmn", mlp_original, class_split, fast, seed=0).model
+    for (name, before), after in zip(mlp_original.named_parameters(), out.parameters(), strict=True):
+        assert torch.equal(before, after) != name.startswith("head."), name
+        assert after.requires_grad, name  # the frozen layers are handed back trainable
+    everything = unlearn("emmn", mlp_original, class_split, {**fast, "update": "all"}, seed=0).model
+    assert not torch.equal(mlp_original.fc1.weight, everything.fc1.weight)
+
+
 @pytest.mark.behaviour
 def test_gkt_forgets_without_any_data(class_split, mlp_original, check):
     logs: list[dict] = []
@@ -132,6 +142,7 @@ def test_mnemonic_refuses_a_model_trained_without_codes(class_split, cnn_origina
 
 @pytest.mark.parametrize("cls, bad", [
     (EMMNConfig, {"noise_lr": 0}), (EMMNConfig, {"noise_per_class": 0}), (EMMNConfig, {"min_noise_l2": -1}),
+    (EMMNConfig, {"update": "body"}),
     (GKTConfig, {"cycles": 0}), (GKTConfig, {"threshold": 1.5}), (GKTConfig, {"beta_at": -1}),
     (MnemonicConfig, {"lambda1": 0}), (MnemonicConfig, {"lambda2": -1}),
 ])
