@@ -24,8 +24,16 @@ FAST = {"retrain": {"recipe": {"epochs": 5}}, "gkt": {"cycles": 3, "checkpoint_e
 
 @pytest.fixture(scope="module")
 def class_case(digits):
+    """A small gap-head cnn: the head MnemonicConfig's defaults are measured on.
+
+    Seeded: unseeded, its init came from whatever the earlier tests left in the global RNG, so the original
+    changed with the selection of tests. With the flat head `mnemonic` (λ1 1e-3) barely moves the model and
+    its forget loss rose or fell with the init and numeric path (x0.29 to x18); on this head it rises x4-x10
+    over init seeds 0-4 under ATEN_CPU_CAPABILITY avx2 and default.
+    """
     split = resolve(RequestConfig(classes=[3]), digits)
-    model = create_model("cnn", 10, digits.in_shape, width=8)
+    torch.manual_seed(0)
+    model = create_model("cnn", 10, digits.in_shape, width=8, head="gap")
     # Mnemonic codes mixed in, so the `mnemonic` method can run on the same original as everyone else.
     train_recipe(model, split.train(), TrainConfig(epochs=8, mnemonic=MnemonicConfig(t_mix=0.1)), num_classes=10)
     return model, split
@@ -36,6 +44,7 @@ def regression_case(diabetes):
     lo = float(torch.quantile(diabetes.y_train, 0.8))
     split = resolve(RequestConfig(target_range=[lo, 1e9]), diabetes)
     y = diabetes.y_train
+    torch.manual_seed(0)
     model = create_model("regressor", 1, diabetes.in_shape, y_mean=float(y.mean()), y_std=float(y.std()))
     train_recipe(model, split.train(), TrainConfig(epochs=30, lr=3e-3), num_classes=1)
     return model, split

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 import numpy as np
 import pytest
 import torch
@@ -42,13 +44,17 @@ def _loss_mia(model, split) -> float:
 
 @pytest.mark.behaviour
 def test_nabla_tau_moves_loss_mia_toward_chance(cnn_original, random_split, check) -> None:
+    """Median over three seeds: the original's loss MIA is only ~0.06 above chance, and one seed's MIA
+    moves by a CV step or two with the numeric path (ratio 0.71 to 0.82 for seed 0)."""
     before = _loss_mia(cnn_original, random_split)
-    result = unlearn("nabla_tau", cnn_original, random_split, seed=0)
-    after = _loss_mia(result.model, random_split)
-    check("loss-MIA |after-0.5| / |before-0.5|", abs(after - 0.5) / abs(before - 0.5), "<", 1.0)
-    assert result.touched == ["forget", "retain", "val"]
-    test_drop = _acc(cnn_original, random_split.test()) - _acc(result.model, random_split.test())
-    check("test acc drop", test_drop, "<=", 0.05)
+    ratios, test_drops = [], []
+    for seed in range(3):
+        result = unlearn("nabla_tau", cnn_original, random_split, seed=seed)
+        assert result.touched == ["forget", "retain", "val"]
+        ratios.append(abs(_loss_mia(result.model, random_split) - 0.5) / abs(before - 0.5))
+        test_drops.append(_acc(cnn_original, random_split.test()) - _acc(result.model, random_split.test()))
+    check("loss-MIA |after-0.5| / |before-0.5|, median of 3 seeds", statistics.median(ratios), "<", 1.0)
+    check("test acc drop, worst of 3 seeds", max(test_drops), "<=", 0.05)
 
 
 def test_nabla_tau_epoch_count() -> None:

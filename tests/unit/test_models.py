@@ -48,15 +48,16 @@ def test_fresh_copy_is_a_true_reinitialisation() -> None:
 def test_fit_learns_and_is_deterministic(digits, check) -> None:
     def run():
         torch.manual_seed(0)
-        model = create_model("mlp", 10, digits.in_shape, width=32)
-        fit(model, digits.train(), TrainConfig(epochs=8, seed=0))
+        model = create_model("mlp", 10, digits.in_shape, width=64)
+        # 15 epochs at width 64: test error 3.9 %; 8 at width 32 gave 7.8 % against the 10 % limit.
+        fit(model, digits.train(), TrainConfig(epochs=15, seed=0))
         return model
 
     a, b = run(), run()
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
     test = digits.test()
     error = float((predict(a, test).argmax(1) != test.y).float().mean())
-    check("test error after 8 epochs", error, "<", 0.10)  # untrained: ~0.9
+    check("test error", error, "<", 0.10)  # untrained: ~0.9
 
 
 def test_unknown_model_lists_choices() -> None:
