@@ -44,17 +44,19 @@ def _loss_mia(model, split) -> float:
 
 @pytest.mark.behaviour
 def test_nabla_tau_moves_loss_mia_toward_chance(cnn_original, random_split, check) -> None:
-    """Median over three seeds: the original's loss MIA is only ~0.06 above chance, and one seed's MIA
-    moves by a CV step or two with the numeric path (ratio 0.71 to 0.82 for seed 0)."""
+    """Median over five seeds. The original's loss MIA is only ~0.06 above chance (about 17 of 288 samples),
+    so one CV sample moves the ratio by 0.06: one seed's ratio ranged 0.47-0.82 over seeds and numeric
+    paths, the median of three 0.65-0.71, the median of five is 0.65 on all four paths measured. The margin
+    left is the effect itself: ∇τ closes about a third of the gap to chance."""
     before = _loss_mia(cnn_original, random_split)
     ratios, test_drops = [], []
-    for seed in range(3):
+    for seed in range(5):
         result = unlearn("nabla_tau", cnn_original, random_split, seed=seed)
         assert result.touched == ["forget", "retain", "val"]
         ratios.append(abs(_loss_mia(result.model, random_split) - 0.5) / abs(before - 0.5))
         test_drops.append(_acc(cnn_original, random_split.test()) - _acc(result.model, random_split.test()))
-    check("loss-MIA |after-0.5| / |before-0.5|, median of 3 seeds", statistics.median(ratios), "<", 1.0)
-    check("test acc drop, worst of 3 seeds", max(test_drops), "<=", 0.05)
+    check("loss-MIA |after-0.5| / |before-0.5|, median of 5 seeds", statistics.median(ratios), "<", 1.0)
+    check("test acc drop, worst of 5 seeds", max(test_drops), "<=", 0.05)
 
 
 def test_nabla_tau_epoch_count() -> None:
@@ -84,14 +86,19 @@ def test_scrub_rewind_uses_validation_reference(cnn_original, random_split) -> N
 
 @pytest.mark.behaviour
 def test_lightweight_stops_and_beats_retraining(mlp_original, random_split, check) -> None:
+    """On digits the forget set scores 100 % and the 72-sample val split 98.6-100 % (0 or 1 error over
+    original inits 0-2, method seeds 0-2 and both ATen paths), so both variants stop at their first check.
+    The margin is one val sample: with a second error (97.2 %) the gap exceeds δ and, forget accuracy staying
+    at 100 %, the method would never stop."""
     split = random_split
     oracle = unlearn("retrain", mlp_original, split, RetrainConfig(recipe=TrainConfig(epochs=15)))
     for variant in ["perturb_finetune", "toward_reference"]:
         logs: list[dict] = []
         result = unlearn("lightweight", mlp_original, split, {"variant": variant}, log=logs.append)
-        assert logs[-1]["stopped"] is True
+        # The stopping test's own inequality, recorded before the flag so a failure shows how far it was.
         check(f"{variant}: forget acc - reference acc", logs[-1]["forget_acc"] - logs[-1]["reference_acc"],
               "<=", LightweightConfig().delta)
+        assert logs[-1]["stopped"] is True
         check(f"{variant}: speed-up over retraining", oracle.time_s / result.time_s, ">", 1.0)
         assert result.touched == ["forget", "retain", "val"]
         test_drop = _acc(mlp_original, split.test()) - _acc(result.model, split.test())
