@@ -7,6 +7,7 @@ constructor kwargs with the weights, so they load with `weights_only=True`.
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
@@ -43,12 +44,19 @@ def create_model(name: str, num_classes: int, in_shape: tuple[int, ...], **kwarg
     return model
 
 
+# torch's global RNG is shared by threads: the pipeline scores ten models at once, and a seeded
+# initialisation interleaved with another thread's drew different weights (ZRF moved in the 3rd decimal
+# between two identical `unlearn run`s). Seed-then-initialise holds this lock.
+SEEDED_INIT_LOCK = threading.RLock()
+
+
 def fresh_copy(model: Net, seed: int | None = None) -> Net:
     """A newly initialised model with the same spec (a true re-initialisation, not a head reset)."""
-    if seed is not None:
-        torch.manual_seed(seed)
     kwargs = dict(model.spec["kwargs"])
-    new = create_model(model.spec["name"], kwargs.pop("num_classes"), tuple(kwargs.pop("in_shape")), **kwargs)
+    with SEEDED_INIT_LOCK:
+        if seed is not None:
+            torch.manual_seed(seed)
+        new = create_model(model.spec["name"], kwargs.pop("num_classes"), tuple(kwargs.pop("in_shape")), **kwargs)
     return new.to(next(model.parameters()).device)
 
 

@@ -13,7 +13,7 @@ from scipy.stats import wasserstein_distance
 from torch import Tensor, nn
 
 from ..data import Samples
-from ..models import Net, fresh_copy
+from ..models import SEEDED_INIT_LOCK, Net, fresh_copy
 from ..training import predict
 
 # Fixed seed of ZRF's incompetent teacher T_d: every evaluation of one architecture compares against the
@@ -88,7 +88,7 @@ def random_teacher(model: Net) -> Net:
     """
     # fresh_copy calls torch.manual_seed, which seeds CUDA too: fork every initialised device's RNG.
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=devices):
+    with SEEDED_INIT_LOCK, torch.random.fork_rng(devices=devices):  # fork and restore as one step
         teacher = fresh_copy(model, seed=ZRF_SEED)
     return teacher.eval()
 
