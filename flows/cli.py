@@ -219,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "run":  # the first line at once: imports and Prefect's local server take 10-30 s
+        print("unlearn run: loading params, torch, MLflow and Prefect (a local Prefect server starts in 5-17 s) ...",
+              file=sys.stderr, flush=True)
     from .settings import quiet_env
 
     quiet_env()
