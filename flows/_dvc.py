@@ -1,4 +1,4 @@
-"""DVC from inside the flow: `dvc add data`, `dvc commit <stage>`, `dvc status <stage>`, the data hash.
+"""DVC from inside the flow: `dvc commit <stage>`, `dvc status <stage>`, `dvc push` of the data version.
 
 Why in-process (shape (a) of DESIGN.md) rather than one `dvc repro -s <stage>` subprocess per task
 (shape (b)). Measured on the 2-core CPU machine (load 2-4 from other work), digits, mlp:
@@ -12,7 +12,7 @@ Why in-process (shape (a) of DESIGN.md) rather than one `dvc repro -s <stage>` s
   second one 27-30 s, of which ~17 s is start-up (imports, Prefect's temporary server).
 So Prefect tasks call the stage functions directly, record the finished stage with `dvc commit`, and skip
 a stage that `dvc status` reports unchanged. `dvc repro` runs the very same stage functions through
-`python -m flows.<stage>`; after either, `dvc status` is clean.
+`python -m flows.stages <stage> [method]`; after either, `dvc status` is clean.
 
 `dvc.repo.Repo` is not thread-safe (STACK.md), and Prefect runs tasks in threads: every call here holds
 one process-wide lock, and opens a fresh `Repo` (cheap) so no state leaks between calls.
@@ -20,14 +20,11 @@ one process-wide lock, and opens a fresh `Repo` (cheap) so no state leaks betwee
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-
-import yaml
 
 _lock = threading.RLock()
 
@@ -61,12 +58,6 @@ def _target(root: Path, stage: str) -> str:
     return f"{root / 'dvc.yaml'}:{stage}"
 
 
-def add(root: Path, target: str = "data") -> None:
-    """`dvc add <target>` (writes `<target>.dvc`, stores the content in the DVC cache)."""
-    with _repo(root) as repo:
-        repo.add(str(root / target))
-
-
 def push_if_remote(root: Path, target: str = "data") -> bool:
     """`dvc push <target>` when a default DVC remote is configured (DESIGN: the data version travels)."""
     with _repo(root) as repo:
@@ -92,24 +83,3 @@ def is_clean(root: Path, stage: str) -> bool:
             return not repo.status(targets=[_target(root, stage)])
         except Exception:  # noqa: BLE001 - unknown stage, missing lock entry, missing outs: not clean
             return False
-
-
-def stage_names(root: Path) -> set[str]:
-    """Stage addresses DVC knows in dvc.yaml (foreach stages expanded: `unlearn@finetune`)."""
-    with _repo(root) as repo:
-        return {s.addressing for s in repo.index.stages}
-
-
-def data_hash(root: Path, target: str = "data") -> str:
-    """The data version: the md5 DVC recorded in `<target>.dvc`, else a content hash of the folder."""
-    dvcfile = root / f"{target}.dvc"
-    if dvcfile.exists():
-        outs = (yaml.safe_load(dvcfile.read_text()) or {}).get("outs") or []
-        if outs and outs[0].get("md5"):
-            return str(outs[0]["md5"]).removesuffix(".dir")
-    h = hashlib.md5()
-    folder = root / target
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(folder)).encode())
-        h.update(hashlib.md5(path.read_bytes()).digest())
-    return h.hexdigest()

@@ -108,14 +108,22 @@ class StageRun(Record):
     tracking_uri: str = ""
 
 
-class UnlearnRecord(Record):
-    """One method's unlearned model, or why the method was skipped."""
+class MethodRecord(Record):
+    """What the per-method stages share: the method, its MLflow run, whether it was skipped, the lineage."""
 
     method: str
     run_id: str
     tracking_uri: str
     skipped: bool = False
     reason: str | None = None
+    data_hash: str = ""
+    request_hash: str = ""
+    requests: str = ""
+
+
+class UnlearnRecord(MethodRecord):
+    """One method's unlearned model, or why the method was skipped."""
+
     model_uri: str | None = None
     model_id: str | None = None
     registered_model: str | None = None
@@ -123,24 +131,13 @@ class UnlearnRecord(Record):
     time_s: float | None = None
     touched: list[str] = []
     base_version: str | None = None
-    data_hash: str = ""
-    request_hash: str = ""
-    requests: str = ""
 
 
-class EvalRecord(Record):
+class EvalRecord(MethodRecord):
     """The scoring of one unlearned model (its metrics are the DVC metrics file beside it)."""
 
-    method: str
-    run_id: str
-    tracking_uri: str
-    skipped: bool = False
-    reason: str | None = None
     model_version: str | None = None
     metrics_file: str | None = None
-    data_hash: str = ""
-    request_hash: str = ""
-    requests: str = ""
 
 
 class PromotionRecord(Record):
