@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from unlearning.console import LogFn
 
 if TYPE_CHECKING:
     from unlearning.params import Params
-
-LogFn = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)

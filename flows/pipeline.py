@@ -10,6 +10,7 @@ recorded in dvc.lock (the lock must describe params.yaml; use `dvc exp run -S` f
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import time
 from pathlib import Path
@@ -21,11 +22,12 @@ from prefect.cache_policies import NO_CACHE
 from . import _dvc, deletions
 from . import _registry as registry
 from .context import StageContext
-from .records import EvalRecord, Record, UnlearnRecord
+from .records import EvalRecord, Record, UnlearnRecord, read_json
 from .settings import (
     RECORD_FILE,
     device_name,
     load,
+    metrics_file,
     quiet_env,
     registered_model_name,
     stage_dir,
@@ -53,6 +55,8 @@ PRIOR = {"unlearn": UnlearnRecord, "evaluate": EvalRecord}  # stages skipped whe
 
 def _unchanged(ctx: StageContext, stage: str, method: str, record: bool) -> Record | None:
     """The stored record of a per-method stage that DVC reports unchanged and whose MLflow run still exists."""
+    import mlflow
+
     path = stage_dir(ctx.root, stage, method) / RECORD_FILE
     if not record or not path.exists() or not _dvc.is_clean(ctx.root, address(stage, method)):
         return None
@@ -67,11 +71,16 @@ def _unchanged(ctx: StageContext, stage: str, method: str, record: bool) -> Reco
     version = getattr(prev, "version", None) or getattr(prev, "model_version", None)
     if version and not registry.version_exists(registered_model_name(ctx.params), version):
         return None
+    # The note run carries the kept figures, so a comparison in MLflow still sees this run's numbers.
+    if stage == "evaluate":
+        kept = read_json(metrics_file(ctx.root, method)) if metrics_file(ctx.root, method).exists() else {}
+    else:
+        kept = {"time/s": prev.time_s}
     with stage_run(ctx.root, ctx.params, stage, run_name=f"{label(stage, method)} (unchanged)",
                    parent_run_id=ctx.parent_run_id,
                    tags={"unlearn.reused": "true", "reused_from": prev.run_id, "method": method,
                          "mlflow.note.content": f"dvc status: unchanged; outputs of run {prev.run_id} reused."}):
-        pass
+        mlflow.log_metrics({k: v for k, v in kept.items() if isinstance(v, int | float) and math.isfinite(v)})
     return prev
 
 
@@ -86,6 +95,7 @@ def stage_task(ctx: StageContext, stage: str, method: str | None = None, record:
         if ctx.log is not None:
             ctx.log({"stage": name, "unchanged": "dvc status clean, outputs kept"})
         return {"record": prev, "seconds": time.perf_counter() - t0, "unchanged": True}
+
     def log(event: dict[str, Any]) -> None:
         if ctx.log is not None:
             ctx.log({**event, "label": name})

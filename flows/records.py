@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-R = TypeVar("R", bound="Record")
+RecordT = TypeVar("RecordT", bound="Record")
 
 
 def _clean(obj: Any) -> Any:
@@ -50,7 +50,7 @@ class Record(BaseModel):
         return write_json(path, self.model_dump(mode="json"))
 
     @classmethod
-    def read(cls: type[R], path: Path) -> R:
+    def read(cls: type[RecordT], path: Path) -> RecordT:
         path = Path(path)
         if not path.exists():
             raise FileNotFoundError(f"{path}: no {cls.__name__} here; run the stage that writes it first")

@@ -75,17 +75,17 @@ def load(root: Path, params_path: str | Path | None = "params.yaml", overrides: 
     Where dvc.yaml tracks each method's own section (`unlearn.<m>`), a listed method without a section
     in params.yaml would make DVC fail after the training; that is refused here, before anything runs.
     """
-    from unlearning.params import ConfigError, load_params, read_raw
+    from unlearning.params import ConfigError, parse_params, read_raw
 
     path = Path(params_path) if params_path is not None else None
     if path is not None and not path.is_absolute():
         path = root / path
     if path is not None and not path.exists() and str(params_path) == "params.yaml":
         path = None  # built-in defaults where the project has no params.yaml
-    params = load_params(path, overrides or [])
+    raw = read_raw(path) if path is not None else {}
+    params = parse_params(raw, overrides or [])
     if path is not None and not overrides and (root / "dvc.yaml").exists():
-        sections = read_raw(path).get("unlearn") or {}
-        missing = [m for m in params.unlearn.methods if m not in sections]
+        missing = [m for m in params.unlearn.methods if m not in (raw.get("unlearn") or {})]
         if missing:
             raise ConfigError(f"unlearn.methods lists {missing} without a section in {path.name}; add "
                               f"`{missing[0]}: {{}}` under `unlearn:` (dvc.yaml tracks each method's own section)")

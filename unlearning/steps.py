@@ -8,7 +8,6 @@ loops over seeds (the runner does); it returns models, times and metric dicts.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -21,10 +20,8 @@ from .methods import METHODS, UnlearnResult, unlearn
 from .models import Net, create_model
 from .params import Params
 from .requests import Split, resolve
-from .training import fit
+from .training import LogFn, fit
 from .utils import get_device, timed
-
-LogFn = Callable[[dict[str, Any]], None]
 
 
 def load_split(params: Params) -> Split:

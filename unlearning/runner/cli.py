@@ -7,9 +7,9 @@ imported after the first line of output, so the command answers at once.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from ..console import Console
 
-    console = Console(open(os.devnull, "w") if args.quiet else None)  # noqa: SIM115 - closed with the console
-    console.say(f"python -m unlearning: loading {args.params if Path(args.params).exists() else 'defaults'} ...")
-
+    console = Console(io.StringIO() if args.quiet else None)
+    # A missing params.yaml means the built-in defaults; any other missing file is an error (load_params says so).
     path = args.params if Path(args.params).exists() or args.params != "params.yaml" else None
+    console.say(f"python -m unlearning: loading {path or 'defaults'} ...")
     from ..params import ConfigError, load_params
 
     try:
