@@ -169,3 +169,12 @@ def history(registered_name: str) -> list[str]:
 
 def set_history(registered_name: str, versions: list[str]) -> None:
     client().set_registered_model_tag(registered_name, "production_history", ",".join(versions[-50:]))
+
+
+def delete_tag(registered_name: str, version: str, key: str) -> None:
+    import mlflow
+
+    try:
+        client().delete_model_version_tag(registered_name, str(version), key)
+    except mlflow.exceptions.MlflowException:
+        pass

@@ -42,13 +42,16 @@ def _dataset(params):
 
 def cmd_run(args) -> int:
     from . import deletions
+    from .ledger import Ledger
     from .records import StageRun
-    from .settings import RUNS_DIR, tracking_uri
+    from .settings import RUNS_DIR, is_service, tracking_uri
 
     root = args.root.resolve()
     params = _params(args)
     dataset = _dataset(params)
-    pending, ids, _ = deletions.validate_pending(root, dataset)  # a bad request stops here, before anything runs
+    pending, ids = [], []
+    if is_service(params):  # a bad request stops here, before anything runs
+        pending, ids, _ = deletions.validate_pending(Ledger(root, params), dataset)
     if pending:
         print(f"processing {len(pending)} pending deletion request(s): {len(ids)} sample ids "
               f"({', '.join(r['hash'] for r in pending)})", file=sys.stderr)
@@ -69,21 +72,33 @@ def cmd_run(args) -> int:
 
 def cmd_request(args) -> int:
     from . import deletions
+    from .ledger import Ledger
 
     root = args.root.resolve()
     params = _params(args)
+    if args.cancel is not None:
+        req = deletions.cancel(Ledger(root, params), args.cancel, by=_who())
+        print(f"deletion request {req['hash']} is cancelled (it will not be processed)")
+        return 0
     ids = deletions.parse_ids(args.ids) if args.ids is not None else None
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes is not None else None
     if classes is not None and not classes:
         raise deletions.RequestError("--classes: names no class: empty forget set")
-    req, created = deletions.create(root, _dataset(params), ids=ids, ids_file=args.ids_file, classes=classes)
+    dataset = _dataset(params)
+    req, created = deletions.create(Ledger(root, params), dataset, ids=ids, ids_file=args.ids_file, classes=classes)
     what = f"{req['n_ids']} sample ids" if req.get("n_ids") is not None else req["kind"]
     if created:
-        print(f"recorded deletion request {req['hash']} ({what}) in {Path(req['_path']).relative_to(root)}; "
-              "pending until the next `unlearn run` or scheduled run")
+        print(f"recorded deletion request {req['hash']} ({what}) in the ledger of the tracking store; "
+              f"pending until the next `unlearn run` or scheduled run (withdraw: unlearn request --cancel {req['hash']})")
     else:
         print(f"deletion request {req['hash']} already recorded (status: {req['status']})")
     return 0
+
+
+def _who() -> str:
+    from .production import _who
+
+    return _who()
 
 
 def cmd_serve(args) -> int:
@@ -96,9 +111,15 @@ def cmd_serve(args) -> int:
 
 
 def cmd_promote(args) -> int:
+    from unlearning.params import ConfigError
+
     from .production import promote_version
 
-    print(promote_version(args.root.resolve(), _params(args), args.version, force=args.force))
+    if not args.version.removeprefix("v").isdigit():
+        raise ConfigError(f"VERSION must be a version number such as 7; got {args.version!r}")
+    if args.force and not (args.reason or "").strip():
+        raise ConfigError("--force needs --reason TEXT (recorded on the version, with who forced it)")
+    print(promote_version(args.root.resolve(), _params(args), args.version, force=args.force, reason=args.reason))
     return 0
 
 
@@ -123,31 +144,36 @@ def cmd_methods(args) -> int:
 def cmd_status(args) -> int:
     from . import _registry as registry
     from . import deletions
+    from .ledger import Ledger
+    from .production import reconcile
     from .settings import registered_model_name, tracking_uri
     from .tracking import setup_mlflow
 
     root = args.root.resolve()
     params = _params(args)
-    reqs = deletions.load_all(root)
+    setup_mlflow(root, params)
+    name = registered_model_name(params)
+    ledger = Ledger(root, params)
+    reconcile(ledger, params, name)  # a promotion a crash cut short is completed first
+    reqs = deletions.load_all(ledger, params.data.name)
     pending = [r for r in reqs if r["status"] == "pending"]
     print(f"deletion requests: {len(pending)} pending, {sum(r['status'] == 'done' for r in reqs)} done, "
-          f"{sum(r['status'] == 'refused' for r in reqs)} refused")
+          f"{sum(r['status'] == 'refused' for r in reqs)} refused, {sum(r['status'] == 'cancelled' for r in reqs)} "
+          "cancelled")
     for r in pending:
         what = f"{r.get('n_ids', '?')} ids" if r["kind"] == "ids" else f"classes {r.get('classes')}"
         print(f"  pending {r['hash']}  {r['dataset']}  {what}  since {r.get('created', '?')}")
     for r in reqs:
         if r["status"] == "refused":
             print(f"  refused {r['hash']}  reasons: {r.get('result', {}).get('reasons')}")
-    setup_mlflow(root, params)
-    name = registered_model_name(params)
     prod = registry.alias_version(name, "production")
     if prod is None:
         print(f"production: none yet for {name} ({tracking_uri(root, params)})")
         return 0
     tags = registry.version_tags(name, prod)
     print(f"production: {name} v{prod} (previous: v{registry.alias_version(name, 'previous') or '-'})")
-    for key in ("role", "method", "gates", "score", "promoted", "data_hash", "request_hash", "requests",
-                "data_touched", "run_id", "git_commit"):
+    for key in ("role", "method", "gates", "score", "promoted", "forced_by", "forced_reason", "data_hash",
+                "request_hash", "requests", "honours", "data_touched", "run_id", "git_commit"):
         if tags.get(key):
             print(f"  {key:<13} {tags[key]}")
     base = tags.get("base_version")
@@ -175,12 +201,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("request", help="record a deletion request (pending until the next run)",
-                       description="Validate and record a deletion request under requests/. Sample ids are "
-                                   "indices in the training set of params' dataset.")
+                       description="Validate and record a deletion request in the ledger of the tracking store "
+                                   "(shared by every clone using it). Sample ids are indices in the training set "
+                                   "of params' dataset.")
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--ids", help="comma-separated sample ids, e.g. 1,2,3")
     g.add_argument("--ids-file", help="file of sample ids (one per line or comma/space separated; # comments)")
     g.add_argument("--classes", help="comma-separated classes (index or name), e.g. 3")
+    g.add_argument("--cancel", metavar="HASH", help="withdraw a pending or refused request (a done one stays done)")
     _common(p, overrides=False)
     p.set_defaults(fn=cmd_request)
 
@@ -196,7 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("promote", help="put a registered model version in production",
                        description="Move the production alias to VERSION; the replaced version keeps 'previous'.")
     p.add_argument("version", metavar="VERSION")
-    p.add_argument("--force", action="store_true", help="promote even if the version failed its gates")
+    p.add_argument("--force", action="store_true", help="promote a version that did not pass its gates "
+                   "(never one that violates a done deletion request); needs --reason")
+    p.add_argument("--reason", help="why --force was needed (recorded on the version with who forced it)")
     _common(p, overrides=False)
     p.set_defaults(fn=cmd_promote)
 
@@ -228,12 +258,17 @@ def main(argv: list[str] | None = None) -> int:
     from unlearning.params import ConfigError
 
     from .deletions import RequestError
+    from .ledger import LedgerError
+    from .production import PromotionRefused
 
     try:
         return args.fn(args)
     except (ConfigError, RequestError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except (PromotionRefused, LedgerError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,22 +1,20 @@
-"""Deletion requests: small content-hashed JSON files under `requests/`, pending until a pipeline run.
+"""Deletion requests: validated, content-hashed entries of the ledger (`flows.ledger`), pending until a run.
 
 `unlearn request --ids 1,2,3 | --ids-file FILE | --classes 3` validates a request against the dataset
-and records `requests/<hash>.json` (status `pending`). A pipeline run takes every pending request of
-its dataset, forgets the union, and marks each one `done` (with the model version now in production) or
-`refused` (with the gate failures) at the end. Ids are sample ids: indices in the training tensors, the
-same ids everywhere (`unlearning.data`). A bad request is rejected before anything runs, with the
-problem named: unknown / out-of-range / already-deleted ids, an empty request, a malformed file.
+and records it in the ledger of the tracking store (status `pending`), so every clone and worker sharing
+that store sees it. A pipeline run takes every pending request of its dataset, forgets the union, and a
+request becomes `done` in the step that moves `production` to a version honouring it (`flows.production`),
+or `refused` (with the gate failures). `unlearn request --cancel HASH` withdraws a pending or refused one.
+Ids are sample ids: indices in the training tensors, the same ids everywhere (`unlearning.data`). A bad
+request is rejected before anything runs, with the problem named: unknown / out-of-range / already-deleted
+ids, an empty request, one that would leave no training sample.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import json
-from pathlib import Path
 from typing import Any
 
-REQUESTS_DIR = "requests"
-STATUSES = ("pending", "done", "refused")
+from .ledger import STATUSES, Ledger, body_hash
 
 
 class RequestError(ValueError):
@@ -34,37 +32,9 @@ def parse_ids(text: str) -> list[int]:
     return ids
 
 
-def _hash(body: dict[str, Any]) -> str:
-    from unlearning.utils import content_hash
-
-    return content_hash(body, 12)
-
-
-def _folder(root: Path) -> Path:
-    return root / REQUESTS_DIR
-
-
-def load_all(root: Path) -> list[dict[str, Any]]:
-    """Every request file, oldest first; a malformed file raises `RequestError` naming it."""
-    out = []
-    folder = _folder(root)
-    if not folder.is_dir():
-        return out
-    for path in sorted(folder.glob("*.json")):
-        try:
-            req = json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise RequestError(f"{path}: malformed request file (not JSON: {err})") from None
-        missing = [k for k in ("hash", "dataset", "kind", "status") if not isinstance(req, dict) or k not in req]
-        if missing:
-            raise RequestError(f"{path}: malformed request file (missing {missing})")
-        if req["status"] not in STATUSES:
-            raise RequestError(f"{path}: unknown status {req['status']!r}; expected one of {list(STATUSES)}")
-        if req["kind"] not in ("ids", "classes"):
-            raise RequestError(f"{path}: unknown kind {req['kind']!r}; expected 'ids' or 'classes'")
-        req["_path"] = str(path)
-        out.append(req)
-    return sorted(out, key=lambda r: (r.get("created", ""), r["hash"]))
+def load_all(ledger: Ledger, dataset: str | None = None) -> list[dict[str, Any]]:
+    """Every request of the ledger (of `dataset`), oldest first."""
+    return ledger.entries(dataset)
 
 
 def of_dataset(requests: list[dict[str, Any]], dataset: str, status: str) -> list[dict[str, Any]]:
@@ -87,7 +57,7 @@ def check(req: dict[str, Any], dataset, deleted: set[int]) -> list[int]:
     """Validate one request against the dataset and the ids already deleted; returns its sample ids."""
     from unlearning.requests import check_ids
 
-    where = f"request {req['hash']}" + (f" ({req['_path']})" if "_path" in req else "")
+    where = f"request {req.get('hash', '?')}"
     try:
         if req["kind"] == "classes":
             if dataset.task != "classification":
@@ -96,7 +66,7 @@ def check(req: dict[str, Any], dataset, deleted: set[int]) -> list[int]:
             if not req.get("classes"):
                 raise ValueError("the request names no class: empty forget set")
         elif not isinstance(req.get("ids"), list) or not all(isinstance(i, int) for i in req["ids"]):
-            raise ValueError(f"'ids' must be a list of integer sample ids; got {req.get('ids')!r}")
+            raise ValueError("'ids' must be a list of integer sample ids")
         ids = resolve_ids(req, dataset)
         check_ids(ids, len(dataset.y_train))
     except ValueError as err:
@@ -110,6 +80,14 @@ def check(req: dict[str, Any], dataset, deleted: set[int]) -> list[int]:
     return ids
 
 
+def _leaves_samples(where: str, forgotten: set[int], dataset) -> None:
+    """Refuse a forget set that would leave no training sample (no model can be trained or evaluated)."""
+    n = len(dataset.y_train)
+    if len(forgotten) >= n:
+        raise RequestError(f"{where}: would delete every training sample ({n} of {n}, counting the earlier "
+                           "and pending requests); nothing would be left to train on")
+
+
 def deleted_ids(requests: list[dict[str, Any]], dataset) -> set[int]:
     """Ids removed from the data by the dataset's `done` requests."""
     out: set[int] = set()
@@ -118,7 +96,7 @@ def deleted_ids(requests: list[dict[str, Any]], dataset) -> set[int]:
     return out
 
 
-def create(root: Path, dataset, *, ids: list[int] | None = None, ids_file: str | None = None,
+def create(ledger: Ledger, dataset, *, ids: list[int] | None = None, ids_file: str | None = None,
            classes: list[str] | None = None) -> tuple[dict[str, Any], bool]:
     """Validate and record a pending request; returns (request, created) (False: already recorded)."""
     from unlearning.requests import read_ids_file
@@ -143,48 +121,61 @@ def create(root: Path, dataset, *, ids: list[int] | None = None, ids_file: str |
         for c in classes or []:
             parsed.append(int(c) if str(c).lstrip("-").isdigit() else str(c))
         body = {"dataset": dataset.name, "kind": "classes", "classes": parsed}
-    body["hash"] = _hash(body)
-    existing = load_all(root)
+    body["hash"] = body_hash(body)
+    existing = load_all(ledger)
     for req in existing:
         if req["hash"] == body["hash"]:
-            if req["status"] != "refused":
+            if req["status"] not in ("refused", "cancelled"):
                 return req, False
-            # A refused request sent again goes back to the queue (the next run tries it again).
-            mark(root, [req["hash"]], "pending", requeued_after=req.get("result"))
+            # A refused or cancelled request sent again goes back to the queue (the next run tries it again).
+            _, union, deleted = validate_pending(ledger, dataset, existing)
+            _leaves_samples(f"request {req['hash']}", set(union) | deleted | set(check(req, dataset, deleted)),
+                            dataset)
+            ledger.set_status([req["hash"]], "pending", requeued_after=req.get("result"))
             return {**req, "status": "pending"}, True
-    n_ids = len(check(body, dataset, deleted_ids(existing, dataset)))
-    req = {**body, "status": "pending", "n_ids": n_ids, "source": ids_file or ("--ids" if ids else "--classes"),
-           "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-    path = _folder(root) / f"{body['hash']}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(req, indent=2) + "\n")
-    req["_path"] = str(path)
+    _, union, deleted = validate_pending(ledger, dataset, existing)
+    new = check(body, dataset, deleted)
+    _leaves_samples(f"request {body['hash']}", set(union) | deleted | set(new), dataset)
+    source = "--ids-file" if ids_file else ("--ids" if ids is not None else "--classes")
+    req = ledger.add({k: v for k, v in body.items() if k != "hash"}, n_ids=len(new), source=source)
     return req, True
 
 
-def validate_pending(root: Path, dataset) -> tuple[list[dict[str, Any]], list[int], set[int]]:
+def validate_pending(ledger: Ledger, dataset, requests: list[dict[str, Any]] | None = None
+                     ) -> tuple[list[dict[str, Any]], list[int], set[int]]:
     """Check every pending request of the dataset; returns (pending, their union of ids, deleted ids).
 
-    Raises `RequestError` on the first bad request (malformed, unknown ids, overlap with deleted ids).
+    Raises `RequestError` on the first bad request (unknown ids, overlap with deleted ids) and when the
+    pending requests together would leave no training sample.
     """
-    requests = load_all(root)
+    requests = load_all(ledger) if requests is None else requests
     deleted = deleted_ids(requests, dataset)
     pending = of_dataset(requests, dataset.name, "pending")
     union: set[int] = set()
     for req in pending:
         union.update(check(req, dataset, deleted))
+    if pending:
+        _leaves_samples(f"pending requests {', '.join(r['hash'] for r in pending)}", union | deleted, dataset)
     return pending, sorted(union), deleted
 
 
-def mark(root: Path, hashes: list[str], status: str, **result: Any) -> None:
-    """Set the status of requests (done / refused) and record what the run produced."""
+def cancel(ledger: Ledger, request_hash: str, by: str) -> dict[str, Any]:
+    """Withdraw a pending or refused request; a done one cannot be undone (its data is gone)."""
+    req = ledger.get(request_hash.strip())
+    if req is None:
+        raise RequestError(f"--cancel: no deletion request {request_hash!r} in the ledger "
+                           "(`unlearn status` lists them)")
+    if req["status"] == "done":
+        raise RequestError(f"--cancel: request {req['hash']} is done (production honours it since "
+                           f"v{(req.get('result') or {}).get('version', '?')}); a done deletion cannot be cancelled")
+    if req["status"] == "cancelled":
+        return req
+    ledger.set_status([req["hash"]], "cancelled", by=by, was=req["status"])
+    return {**req, "status": "cancelled"}
+
+
+def mark(ledger: Ledger, hashes: list[str], status: str, **result: Any) -> list[str]:
+    """Set the status of requests (done / refused / pending) and record what the run produced."""
     if status not in STATUSES:
         raise ValueError(f"'status' must be one of {list(STATUSES)}; got {status!r}")
-    for h in hashes:
-        path = _folder(root) / f"{h}.json"
-        if not path.exists():
-            continue
-        req = json.loads(path.read_text())
-        req["status"] = status
-        req["result"] = {**result, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
-        path.write_text(json.dumps(req, indent=2) + "\n")
+    return ledger.set_status(hashes, status, **result)

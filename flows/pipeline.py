@@ -22,10 +22,12 @@ from prefect.cache_policies import NO_CACHE
 from . import _dvc, deletions
 from . import _registry as registry
 from .context import StageContext
+from .ledger import Ledger, LedgerError
 from .records import EvalRecord, Record, UnlearnRecord, read_json
 from .settings import (
     RECORD_FILE,
     device_name,
+    is_service,
     load,
     metrics_file,
     quiet_env,
@@ -116,8 +118,9 @@ def _start_parent(root: Path, params: Any, overrides: list[str]) -> str:
 
     exp_id = setup_mlflow(root, params)
     try:
-        pending = deletions.of_dataset(deletions.load_all(root), params.data.name, "pending")
-    except deletions.RequestError:  # naming only; version_data reports bad requests properly
+        pending = (deletions.of_dataset(deletions.load_all(Ledger(root, params)), params.data.name, "pending")
+                   if is_service(params) else [])
+    except (deletions.RequestError, LedgerError):  # naming only; version_data reports bad requests properly
         pending = []
     what = (f"{len(pending)} deletion request(s)" if pending else f"forget {params.request.kind}="
             f"{getattr(params.request, params.request.kind)}")
@@ -155,7 +158,7 @@ def unlearning_pipeline(root: str = ".", params_path: str = "params.yaml",
     """Process pending deletion requests (or the params' request): version, train, unlearn, evaluate, promote.
 
     Args:
-        root: the project folder (params.yaml, data/, dvc.yaml, requests/).
+        root: the project folder (params.yaml, data/, dvc.yaml).
         params_path: params file, relative to `root`.
         overrides: `section.key=value` overrides (values parsed as YAML).
 

@@ -16,7 +16,8 @@ from . import _registry as registry
 from . import deletions
 from .context import StageContext
 from .gates import Gate, check_gates, score
-from .production import move_production
+from .ledger import Ledger
+from .production import move_production, violations
 from .records import EvalRecord, ModelRecord, PromotionRecord, SplitRecord, UnlearnRecord, read_json
 from .settings import (
     MODEL_FILE,
@@ -112,13 +113,19 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
             gate_rows[method] = results
             mlflow.log_metric(f"gates_passed/{method}", float(ok))
 
+        ledger = Ledger(root, params)
         previous = registry.alias_version(name, "production")
-        if passing:
-            s, method, version = min(passing)
-            replaced = move_production(name, version, f"pipeline run {parent_run_id or run.run_id}: best of "
-                                       f"{len(passing)} passing (score {s:.3f})")
+        # A passing version that does not honour every done deletion request (made before one was done)
+        # can never hold production: the ledger wins over the gates.
+        blocked = {m: violations(ledger, params, registry.version_tags(name, v)) for _, m, v in passing}
+        blocked = {m: hs for m, hs in blocked.items() if hs}
+        eligible = [p for p in passing if p[1] not in blocked]
+        if eligible:
+            s, method, version = min(eligible)
+            replaced = move_production(ledger, params, name, version, f"pipeline run {parent_run_id or run.run_id}: "
+                                       f"best of {len(eligible)} passing (score {s:.3f})")
             production = version
-            if replaced is None and previous == version:
+            if replaced is None:
                 message = f"{method} v{version} is the best passing version and already in production"
             else:
                 message = (f"promoted {method} v{version} to production"
@@ -127,21 +134,20 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
             production = previous
             message = ("no version passed the gates; aliases unchanged"
                        + (f" (production stays v{previous})" if previous else " (no production model yet)"))
+        if blocked:
+            message += "; not promotable (would violate done deletion requests): " + "; ".join(
+                f"{m} ({', '.join(hs)})" for m, hs in blocked.items())
         refused = {m: [f"{g.name}: {g.text}" for g in gs if not g.passed] for m, gs in gate_rows.items()}
         refused = {m: r for m, r in refused.items() if r}
-        if info.requests:
-            if passing:
-                deletions.mark(root, info.requests, "done", registered_model=name, version=production,
-                               method=min(passing)[1], run_id=parent_run_id or run.run_id,
-                               data_hash=info.data_hash, request_hash=info.request_hash)
-            else:
-                deletions.mark(root, info.requests, "refused", registered_model=name,
-                               versions={m: rows[m]["version"] for m in rows}, reasons=refused,
-                               run_id=parent_run_id or run.run_id, data_hash=info.data_hash)
+        if info.requests and not eligible:
+            waiting = {r["hash"] for r in ledger.entries(params.data.name) if r["status"] == "pending"}
+            deletions.mark(ledger, [h for h in info.requests if h in waiting], "refused", registered_model=name,
+                           versions={m: rows[m]["version"] for m in rows}, reasons=refused,
+                           run_id=parent_run_id or run.run_id, data_hash=info.data_hash)
         table = _results_table(params, info, base, oracle, rows, gate_rows, message, skipped)
         record = PromotionRecord(production=production, previous=registry.alias_version(name, "previous"),
-                                 promoted=bool(passing) and production != previous, message=message,
-                                 passing=[m for _, m, _ in sorted(passing)], refused=refused, skipped=skipped,
+                                 promoted=bool(eligible) and production != previous, message=message,
+                                 passing=[m for _, m, _ in sorted(eligible)], refused=refused, skipped=skipped,
                                  registered_model=name, run_id=run.run_id, table=table,
                                  gates={m: {g.name: g.tag for g in gs} for m, gs in gate_rows.items()})
         mlflow.log_text(table, "results.md")

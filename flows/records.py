@@ -70,14 +70,21 @@ class SplitRecord(Record):
     description: str
     forget_ids: list[int]
     removed_ids: list[int]  # deleted by earlier (done) requests: in neither forget nor retain
+    removed_requests: list[str] = []  # hashes of those done requests (gone from data/)
     val_ids: list[int]
     forget_test_ids: list[int] | None
     forget_classes: list[int] | None
     summary: dict[str, Any]
 
-    def lineage(self) -> dict[str, str]:
-        """Tags that tie a run or a model version to this data version and request."""
-        return {"data_hash": self.data_hash, "request_hash": self.request_hash, "requests": ",".join(self.requests)}
+    def lineage(self, forgets: bool = True) -> dict[str, str]:
+        """Tags that tie a run or a model version to this data version and request.
+
+        `honours` lists the deletion requests a model made from this split honours: those gone from the
+        data and, unless it was trained on the full data (`forgets=False`: the base model), this run's own.
+        """
+        honours = sorted(set(self.removed_requests) | (set(self.requests) if forgets else set()))
+        return {"data_hash": self.data_hash, "request_hash": self.request_hash, "requests": ",".join(self.requests),
+                "honours": ",".join(honours)}
 
 
 class ModelRecord(Record):
@@ -97,6 +104,7 @@ class ModelRecord(Record):
     data_hash: str | None = None
     request_hash: str | None = None
     requests: str = ""
+    honours: str = ""
 
 
 class StageRun(Record):
@@ -119,6 +127,7 @@ class MethodRecord(Record):
     data_hash: str = ""
     request_hash: str = ""
     requests: str = ""
+    honours: str = ""
 
 
 class UnlearnRecord(MethodRecord):

@@ -84,6 +84,8 @@ def load(root: Path, params_path: str | Path | None = "params.yaml", overrides: 
         path = None  # built-in defaults where the project has no params.yaml
     raw = read_raw(path) if path is not None else {}
     params = parse_params(raw, overrides or [])
+    if overrides or os.environ.get("DVC_EXP_BASELINE_REV"):  # `--set` or `dvc exp run`: not the service
+        params = params.model_copy(update={"tracking": params.tracking.model_copy(update={"namespace": "experiment"})})
     if path is not None and not overrides and (root / "dvc.yaml").exists():
         missing = [m for m in params.unlearn.methods if m not in (raw.get("unlearn") or {})]
         if missing:
@@ -92,9 +94,14 @@ def load(root: Path, params_path: str | Path | None = "params.yaml", overrides: 
     return params
 
 
+def is_service(params: Params) -> bool:
+    """Whether this run serves deletion requests (else it is an experiment: overrides or `dvc exp run`)."""
+    return params.tracking.namespace == "service"
+
+
 def registered_model_name(params: Params) -> str:
-    """One registered model per dataset and architecture, e.g. `digits-mlp`."""
-    return f"{params.data.name}-{params.model.name}"
+    """One registered model per dataset and architecture, e.g. `digits-mlp`; experiments use `digits-mlp-exp`."""
+    return f"{params.data.name}-{params.model.name}" + ("" if is_service(params) else "-exp")
 
 
 def tracking_uri(root: Path, params: Params) -> str:

@@ -77,6 +77,7 @@ def _train_model(ctx: StageContext, role: str) -> ModelRecord:
                       StageRun(stage=stage, source="skipped"), {})
 
     split, info = load_split(root)
+    lineage = info.lineage(forgets=role == "oracle")  # the base model saw this run's forget set
     name = registered_model_name(params)
     exp_id = setup_mlflow(root, params)
     key = content_key(params, info, role)
@@ -93,7 +94,7 @@ def _train_model(ctx: StageContext, role: str) -> ModelRecord:
         if prior is not None:
             source = "reused"
     run_name = stage + ("" if source == "trained" else f" ({source})")
-    tags = {**info.lineage(), registry.KEY_TAG: key, registry.REUSED_TAG: str(source != "trained").lower(),
+    tags = {**lineage, registry.KEY_TAG: key, registry.REUSED_TAG: str(source != "trained").lower(),
             "role": role, "data_touched": "retain" if role == "oracle" else "forget,retain"}
     with stage_run(root, params, stage, run_name=run_name, parent_run_id=ctx.parent_run_id, tags=tags) as run:
         mlflow.log_params(flatten({"data": params.data.model_dump(), "model": params.model.model_dump(),
@@ -122,7 +123,7 @@ def _train_model(ctx: StageContext, role: str) -> ModelRecord:
             save_checkpoint(model, ckpt)
             model_id, model_uri = registry.log_model(ckpt)
             version = registry.register(name, model_uri, {"role": role, "run_id": run.run_id, registry.KEY_TAG: key,
-                                                          **info.lineage(), "git_commit": git_commit(root)})
+                                                          **lineage, "git_commit": git_commit(root)})
         mlflow.set_tags({"model_uri": model_uri, "model_id": model_id, "registered_model": name,
                          "registered_version": version})
         if metrics is None:
@@ -134,6 +135,6 @@ def _train_model(ctx: StageContext, role: str) -> ModelRecord:
         mlflow.log_metrics(metrics)
     record = ModelRecord(role=role, model_uri=model_uri, model_id=model_id, registered_model=name, version=version,
                          key=key, time_s=time_s if math.isfinite(time_s) else None,
-                         from_production=production is not None, **info.lineage())
+                         from_production=production is not None, **lineage)
     return _write(ctx, record, StageRun(stage=stage, run_id=run.run_id, source=source,
                                         tracking_uri=tracking_uri(root, params)), metrics)

@@ -13,8 +13,10 @@ from typing import Any
 
 from . import datastore, deletions
 from .context import StageContext
+from .ledger import Ledger
+from .production import reconcile
 from .records import SplitRecord
-from .settings import SPLIT_FILE
+from .settings import SPLIT_FILE, is_service, registered_model_name
 
 
 def effective_request(params: Any, pending: list[dict[str, Any]]) -> tuple[dict[str, Any], str]:
@@ -29,10 +31,11 @@ def effective_request(params: Any, pending: list[dict[str, Any]]) -> tuple[dict[
     return {**base, "ids": ids}, "deletion requests"
 
 
-def _manifest(root: Path, dataset: Any) -> dict[str, list[dict[str, Any]]]:
-    """Pending and done deletion requests of this dataset with their resolved ids (bad ones raise)."""
-    pending, _, _ = deletions.validate_pending(root, dataset)
-    done = deletions.of_dataset(deletions.load_all(root), dataset.name, "done")
+def _manifest(ledger: Ledger, dataset: Any, service: bool) -> dict[str, list[dict[str, Any]]]:
+    """Done and (service runs only: an experiment processes none) pending deletion requests, ids resolved."""
+    requests = deletions.load_all(ledger, dataset.name)
+    pending = deletions.validate_pending(ledger, dataset, requests)[0] if service else []  # bad ones raise
+    done = deletions.of_dataset(requests, dataset.name, "done")
 
     def item(r: dict[str, Any]) -> dict[str, Any]:
         return {"hash": r["hash"], "kind": r["kind"], "classes": r.get("classes"),
@@ -53,7 +56,10 @@ def version_data(ctx: StageContext) -> SplitRecord:
 
     root, params = ctx.root, ctx.params
     dataset = load_dataset(params.data.name, params.data.root, params.data.download, **params.data.options())
-    manifest = _manifest(root, dataset)
+    ledger = Ledger(root, params)
+    if is_service(params):
+        reconcile(ledger, params, registered_model_name(params))  # finish a promotion a crash cut short
+    manifest = _manifest(ledger, dataset, is_service(params))
     datastore.materialise(root, dataset, manifest)
     request, source = effective_request(params, manifest["pending"])
     removed = sorted({i for item in manifest["done"] for i in item["ids"]})
@@ -61,6 +67,7 @@ def version_data(ctx: StageContext) -> SplitRecord:
     record = SplitRecord(
         dataset=dataset.name, data_hash=datastore.content_hash(root), source=source,
         requests=[item["hash"] for item in manifest["pending"]], request=request, request_hash=split.hash,
+        removed_requests=sorted(item["hash"] for item in manifest["done"]),
         scenario=split.scenario, description=split.description, forget_ids=split.forget_idx.tolist(),
         removed_ids=removed, val_ids=split.val_idx.tolist(), forget_test_ids=split.forget_test_ids(),
         forget_classes=split.forget_classes, summary=split.summary())

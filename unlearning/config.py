@@ -172,3 +172,7 @@ class PromoteConfig(Section):
 class TrackingConfig(Section):
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "unlearning"
+    # "service": the registered model that deletion requests are served from. "experiment": runs with
+    # --set overrides and `dvc exp run` (set by flows.settings.load) register under `<name>-exp` and never
+    # touch the service's production or the deletion ledger.
+    namespace: Literal["service", "experiment"] = "service"

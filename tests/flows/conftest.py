@@ -60,3 +60,31 @@ def tracking(tmp_path, monkeypatch, mlflow_template):
     uri = new_store(mlflow_template, tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     return uri
+
+
+@pytest.fixture
+def registry(tmp_path, tracking):
+    """A project folder with data, a split, and a registered model with 3 versions (one logged model):
+    (base, unlearned, unlearned), service namespace, no deletion request yet."""
+    import mlflow
+    import torch
+
+    from flows import _registry as R
+    from flows.context import StageContext
+    from flows.datastore import materialise
+    from flows.tracking import setup_mlflow
+    from flows.version_data import version_data
+    from unlearning.datasets import load_dataset
+    from unlearning.models import create_model, save_checkpoint
+    from unlearning.params import parse_params
+
+    params = parse_params({"unlearn": {"methods": ["finetune", "neggrad"], "finetune": {}, "neggrad": {}}})
+    materialise(tmp_path, load_dataset("digits"), {"pending": [], "done": []})
+    version_data(StageContext(tmp_path, params))
+    setup_mlflow(tmp_path, params)
+    torch.manual_seed(0)
+    ckpt = save_checkpoint(create_model("mlp", 10, (1, 8, 8), width=8), tmp_path / "model.pt")
+    with mlflow.start_run():
+        _, uri = R.log_model(ckpt)
+    versions = [R.register("digits-mlp", uri, {"role": r}) for r in ("base", "unlearned", "unlearned")]
+    return tmp_path, params, versions

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import yaml
 
+from flows.records import EvalRecord, ModelRecord, UnlearnRecord, write_json
+from flows.settings import MODEL_FILE, RECORD_FILE, metrics_file, stage_dir
+
 REPO = Path(__file__).resolve().parents[2]
 
 # The tiny budget every pipeline test runs with (the real params.yaml stays as it is).
@@ -62,3 +65,22 @@ def new_store(template: Path, folder: Path) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy2(template, folder / "mlflow.db")
     return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+# Fabricated evaluation results for promotion tests: a base, an oracle, and three grades of unlearned model.
+BASE = {"forget/acc": 0.99, "retain/acc": 0.99, "test/acc": 0.96, "mia/entropy_lr": 0.80}
+ORACLE = {"forget/acc": 0.00, "retain/acc": 0.99, "test/acc": 0.86, "mia/entropy_lr": 0.10}
+GOOD = {"forget/acc": 0.01, "retain/acc": 0.985, "test/acc": 0.955, "mia/entropy_lr": 0.12, "oracle/avg_gap": 1.0}
+BETTER = {"forget/acc": 0.0, "retain/acc": 0.99, "test/acc": 0.96, "mia/entropy_lr": 0.10, "oracle/avg_gap": 0.5}
+BAD = {"forget/acc": 0.30, "retain/acc": 0.90, "test/acc": 0.95, "mia/entropy_lr": 0.40, "oracle/avg_gap": 20.0}
+
+
+def fake_outputs(root: Path, versions: dict[str, str], metrics: dict[str, dict]) -> None:
+    write_json(metrics_file(root, "base"), BASE)
+    write_json(metrics_file(root, "oracle"), ORACLE)
+    ModelRecord(role="oracle", version="0").write(stage_dir(root, "oracle") / MODEL_FILE)
+    for method, version in versions.items():
+        UnlearnRecord(method=method, run_id="r", tracking_uri="", version=version).write(
+            stage_dir(root, "unlearn", method) / RECORD_FILE)
+        EvalRecord(method=method, run_id="r", tracking_uri="").write(stage_dir(root, "evaluate", method) / RECORD_FILE)
+        write_json(metrics_file(root, method), metrics[method])

@@ -155,16 +155,19 @@ def test_dvc_exp_run_gives_an_experiment_with_metrics(project, second):
 def test_deletion_request_goes_to_a_version_that_leads_back(project, second, prefect_harness):
     from flows import deletions
     from flows.cli import main
+    from flows.ledger import Ledger
+    from flows.settings import load
 
     ids = list(range(100, 120))
     assert main(["request", "--root", str(project), "--ids", ",".join(map(str, ids))]) == 0
-    pending = [r for r in deletions.load_all(project) if r["status"] == "pending"]
+    ledger = Ledger(project, load(project))
+    pending = [r for r in deletions.load_all(ledger) if r["status"] == "pending"]
     assert len(pending) == 1 and pending[0]["n_ids"] == 20
     production_before = _client().get_model_version_by_alias("digits-mlp", "production").version
 
     out = _run(project)
     assert out["base"]["source"] == f"production v{production_before}"  # unlearning starts from production
-    req = deletions.load_all(project)[0]
+    req = deletions.load_all(ledger)[0]
     assert req["status"] in ("done", "refused"), req
     split = json.loads((project / "outputs/version_data/split.json").read_text())
     assert split["source"] == "deletion requests" and split["forget_ids"] == ids
@@ -178,6 +181,7 @@ def test_deletion_request_goes_to_a_version_that_leads_back(project, second, pre
     if req["status"] == "done":
         v = c.get_model_version_by_alias("digits-mlp", "production")
         assert str(v.version) == req["result"]["version"] and v.tags["requests"] == req["hash"]
+        assert req["hash"] in v.tags["honours"].split(",")
         assert str(c.get_model_version_by_alias("digits-mlp", "previous").version) == str(production_before)
     else:
         assert req["result"]["reasons"]

@@ -5,27 +5,21 @@ by hand, rollback. Runs on a private sqlite store with real registered versions 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
+from flowtest_utils import BAD, BASE, BETTER, GOOD, ORACLE, fake_outputs
 
 from flows import _registry as R
 from flows.context import StageContext
 from flows.gates import check_gates
 from flows.production import promote_version, rollback
 from flows.promote import register_and_promote as promote_stage
-from flows.records import EvalRecord, ModelRecord, UnlearnRecord, write_json
-from flows.settings import MODEL_FILE, RECORD_FILE, load, metrics_file, stage_dir
-from flows.tracking import setup_mlflow
+from flows.records import ModelRecord
+from flows.settings import MODEL_FILE, stage_dir
 from unlearning.config import Gates
 
-BASE = {"forget/acc": 0.99, "retain/acc": 0.99, "test/acc": 0.96, "mia/entropy_lr": 0.80}
-ORACLE = {"forget/acc": 0.00, "retain/acc": 0.99, "test/acc": 0.86, "mia/entropy_lr": 0.10}
 GATES = Gates()
 ORACLE_GATES = {"forget_acc_vs_oracle", "retain_acc_drop", "test_acc_drop", "mia_vs_oracle"}
-GOOD = {"forget/acc": 0.01, "retain/acc": 0.985, "test/acc": 0.955, "mia/entropy_lr": 0.12, "oracle/avg_gap": 1.0}
-BETTER = {"forget/acc": 0.0, "retain/acc": 0.99, "test/acc": 0.96, "mia/entropy_lr": 0.10, "oracle/avg_gap": 0.5}
-BAD = {"forget/acc": 0.30, "retain/acc": 0.90, "test/acc": 0.95, "mia/entropy_lr": 0.40, "oracle/avg_gap": 20.0}
 
 
 def test_gates_pass_and_fail():
@@ -60,43 +54,9 @@ def test_missing_metric_fails_and_unknown_gate_is_refused_at_load():
         Gates(nope=1.0)
 
 
-@pytest.fixture
-def registry(tmp_path, tracking):
-    """A project folder with data, a split, and a registered model with 3 versions (one logged model)."""
-    import mlflow
-    import torch
-
-    from flows.datastore import materialise
-    from flows.version_data import version_data
-    from unlearning.datasets import load_dataset
-    from unlearning.models import create_model, save_checkpoint
-
-    params = load(tmp_path, None, ["unlearn.methods=[finetune,neggrad]"])
-    materialise(tmp_path, load_dataset("digits"), {"pending": [], "done": []})
-    version_data(StageContext(tmp_path, params))
-    setup_mlflow(tmp_path, params)
-    torch.manual_seed(0)
-    ckpt = save_checkpoint(create_model("mlp", 10, (1, 8, 8), width=8), tmp_path / "model.pt")
-    with mlflow.start_run():
-        _, uri = R.log_model(ckpt)
-    versions = [R.register("digits-mlp", uri, {"role": r}) for r in ("base", "unlearned", "unlearned")]
-    return tmp_path, params, versions
-
-
-def _fake_outputs(root: Path, versions: dict[str, str], metrics: dict[str, dict]) -> None:
-    write_json(metrics_file(root, "base"), BASE)
-    write_json(metrics_file(root, "oracle"), ORACLE)
-    ModelRecord(role="oracle", version="0").write(stage_dir(root, "oracle") / MODEL_FILE)
-    for method, version in versions.items():
-        UnlearnRecord(method=method, run_id="r", tracking_uri="", version=version).write(
-            stage_dir(root, "unlearn", method) / RECORD_FILE)
-        EvalRecord(method=method, run_id="r", tracking_uri="").write(stage_dir(root, "evaluate", method) / RECORD_FILE)
-        write_json(metrics_file(root, method), metrics[method])
-
-
 def test_register_and_promote_moves_aliases_and_tags(registry):
     root, params, (v_base, v1, v2) = registry
-    _fake_outputs(root, {"finetune": v1, "neggrad": v2}, {"finetune": GOOD, "neggrad": BETTER})
+    fake_outputs(root, {"finetune": v1, "neggrad": v2}, {"finetune": GOOD, "neggrad": BETTER})
     out = promote_stage(StageContext(root, params))
     assert out.production == v2 and out.passing == ["neggrad", "finetune"]
     c = R.client()
@@ -107,7 +67,7 @@ def test_register_and_promote_moves_aliases_and_tags(registry):
     assert tags["gates"] == "passed" and tags["gate.retain_acc_drop"].startswith("pass")
 
     # A later run whose versions fail: nothing moves, the reasons are version tags.
-    _fake_outputs(root, {"finetune": v1, "neggrad": v_base}, {"finetune": BAD, "neggrad": BAD})
+    fake_outputs(root, {"finetune": v1, "neggrad": v_base}, {"finetune": BAD, "neggrad": BAD})
     out = promote_stage(StageContext(root, params))
     assert out.production == v2 and "no version passed" in out.message
     aliases = c.get_registered_model("digits-mlp").aliases
@@ -118,14 +78,16 @@ def test_register_and_promote_moves_aliases_and_tags(registry):
 
 def test_previous_promote_by_hand_and_rollback(registry):
     root, params, (v_base, v1, v2) = registry
-    _fake_outputs(root, {"finetune": v1, "neggrad": v2}, {"finetune": GOOD, "neggrad": BAD})
+    fake_outputs(root, {"finetune": v1, "neggrad": v2}, {"finetune": GOOD, "neggrad": BAD})
     promote_stage(StageContext(root, params))
     assert R.alias_version("digits-mlp", "production") == v1
 
     with pytest.raises(ValueError, match="failed its gates"):
         promote_version(root, params, v2)
     assert R.alias_version("digits-mlp", "production") == v1  # refused: nothing moved
-    assert "now in production" in promote_version(root, params, v2, force=True)
+    assert "now in production" in promote_version(root, params, v2, force=True, reason="hotfix")
+    assert R.version_tags("digits-mlp", v2)["forced_reason"] == "hotfix"  # who and why stay on the version
+    assert "@" in R.version_tags("digits-mlp", v2)["forced_by"]
     assert R.alias_version("digits-mlp", "production") == v2
     assert R.alias_version("digits-mlp", "previous") == v1
 
@@ -142,13 +104,19 @@ def test_cli_promote_and_rollback(registry, capsys):
     from flows.cli import main
 
     root, params, (v_base, v1, v2) = registry
+    fake_outputs(root, {"finetune": v1, "neggrad": v2}, {"finetune": GOOD, "neggrad": BETTER})
+    promote_stage(StageContext(root, params))  # gates both: v3 (better) goes to production
     assert main(["promote", v1, "--root", str(root)]) == 0
     assert main(["promote", v2, "--root", str(root)]) == 0
     assert main(["rollback", "--root", str(root)]) == 0
     assert R.alias_version("digits-mlp", "production") == v1
     assert "rolled back from v3 to v2" in capsys.readouterr().out
     assert main(["promote", "42", "--root", str(root)]) == 1
-    assert "no version '42'" in capsys.readouterr().err
+    assert "no version 42" in capsys.readouterr().err
+    assert main(["promote", "../../x", "--root", str(root)]) == 2
+    assert "VERSION must be a version number" in capsys.readouterr().err
+    assert main(["promote", v_base, "--force", "--root", str(root)]) == 2
+    assert "--force needs --reason" in capsys.readouterr().err
 
 
 def test_forget_set_gates_are_not_finer_than_one_sample():
@@ -170,7 +138,7 @@ def test_a_method_that_does_not_apply_is_skipped_not_fatal(registry):
     rec = unlearn(StageContext(root, params), "gaussian_amnesiac")  # regression-only method, digits is classification
     assert rec.skipped and "regression" in rec.reason
     assert evaluate(StageContext(root, params), "gaussian_amnesiac").skipped
-    _fake_outputs(root, {"finetune": v1}, {"finetune": GOOD})
+    fake_outputs(root, {"finetune": v1}, {"finetune": GOOD})
     params = params.model_copy(update={"unlearn": params.unlearn.model_validate(
         {"methods": ["finetune", "gaussian_amnesiac"]})})
     out = promote_stage(StageContext(root, params))
@@ -180,7 +148,7 @@ def test_a_method_that_does_not_apply_is_skipped_not_fatal(registry):
 
 def test_a_rolled_back_version_is_not_promoted_again_by_the_pipeline(registry):
     root, params, (v_base, v1, v2) = registry
-    _fake_outputs(root, {"finetune": v1, "neggrad": v2}, {"finetune": GOOD, "neggrad": BETTER})
+    fake_outputs(root, {"finetune": v1, "neggrad": v2}, {"finetune": GOOD, "neggrad": BETTER})
     assert promote_stage(StageContext(root, params)).production == v2
     promote_version(root, params, v1)
     promote_version(root, params, v2)

@@ -1,0 +1,148 @@
+"""The deletion ledger: every request's body and state, kept in the tracking store every clone shares.
+
+One MLflow run per request in the experiment `deletion-ledger` of the tracking store (beside the registry,
+so a second clone or a worker with the same `MLFLOW_TRACKING_URI` sees the same requests). The run's tags
+hold the state (`ledger.status`: pending, done, refused, cancelled; `ledger.result`: what the last change
+did, as JSON); its body (dataset, kind, ids or classes) is a tag when it fits and always the artifact
+`request.json`. A body is content-addressed: reading it back checks that it still hashes to its name, so
+an edited entry is reported instead of trusted. Requests never become file paths.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT = "deletion-ledger"
+STATUSES = ("pending", "done", "refused", "cancelled")
+HASH_RE = re.compile(r"^[0-9a-f]{12}$")
+_BODY_TAG_LIMIT = 7000  # MLflow run tags hold 8000 characters; longer bodies live in the artifact only
+
+
+class LedgerError(RuntimeError):
+    """The ledger holds something it should not (an entry whose body does not match its hash)."""
+
+
+def body_hash(body: dict[str, Any]) -> str:
+    """Content hash of a request body (dataset, kind, ids or classes): its name everywhere."""
+    from unlearning.utils import content_hash
+
+    return content_hash({k: body[k] for k in ("dataset", "kind", "ids", "classes") if k in body}, 12)
+
+
+def valid_hashes(text: str | list[str] | None) -> list[str]:
+    """Request hashes from a tag value or list; anything that is not a 12-hex hash is dropped (never a path)."""
+    items = text.split(",") if isinstance(text, str) else list(text or [])
+    return [h for h in (s.strip() for s in items) if HASH_RE.match(h)]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class Ledger:
+    """The requests of one tracking store. Writes that change a state are made under the registry lease."""
+
+    def __init__(self, root: Path, params: Any):
+        from .tracking import setup_mlflow
+
+        setup_mlflow(root, params)  # the store (and its artifact location rule) is the pipeline's
+        import mlflow
+
+        self.client = mlflow.MlflowClient()
+        exp = self.client.get_experiment_by_name(EXPERIMENT)
+        if exp is None:
+            from .settings import tracking_uri
+
+            uri = tracking_uri(root, params)
+            location = None
+            if uri.startswith("sqlite:///"):
+                location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+            try:
+                self.exp_id = self.client.create_experiment(EXPERIMENT, artifact_location=location)
+            except mlflow.exceptions.MlflowException:  # created meanwhile by another clone
+                self.exp_id = self.client.get_experiment_by_name(EXPERIMENT).experiment_id
+        else:
+            self.exp_id = exp.experiment_id
+
+    # -- reading -------------------------------------------------------------------------------------
+    def entries(self, dataset: str | None = None) -> list[dict[str, Any]]:
+        """Every request (of `dataset`), oldest first; a hash recorded twice (two clones at once) counts once."""
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([self.exp_id], filter_string="tags.`ledger.hash` != ''",
+                                           max_results=1000, page_token=token,
+                                           order_by=["attributes.start_time ASC"])
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+        out: dict[str, dict[str, Any]] = {}
+        for run in runs:
+            tags = run.data.tags
+            if dataset is not None and tags.get("ledger.dataset") != dataset:
+                continue
+            h = tags.get("ledger.hash", "")
+            if h in out:
+                out[h]["_runs"].append(run.info.run_id)
+                continue
+            out[h] = self._entry(run)
+        return sorted(out.values(), key=lambda r: (r.get("created", ""), r["hash"]))
+
+    def _entry(self, run) -> dict[str, Any]:
+        tags = run.data.tags
+        h = tags["ledger.hash"]
+        raw = tags.get("ledger.body")
+        if raw is None:
+            import mlflow
+
+            raw = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/request.json")
+        body = json.loads(raw)
+        if not HASH_RE.match(h) or body_hash(body) != h:
+            raise LedgerError(f"deletion ledger entry {h!r} (run {run.info.run_id}) does not match its content "
+                              "hash: the ledger was edited by hand; restore it or cancel that request")
+        status = tags.get("ledger.status")
+        if status not in STATUSES:
+            raise LedgerError(f"deletion ledger entry {h}: unknown status {status!r}; expected one of {list(STATUSES)}")
+        result = json.loads(tags["ledger.result"]) if tags.get("ledger.result") else None
+        return {**body, "hash": h, "status": status, "created": tags.get("ledger.created", ""),
+                "n_ids": int(tags["ledger.n_ids"]) if tags.get("ledger.n_ids") else None,
+                "source": tags.get("ledger.source", ""), "result": result, "_runs": [run.info.run_id]}
+
+    def get(self, request_hash: str) -> dict[str, Any] | None:
+        return next((r for r in self.entries() if r["hash"] == request_hash), None)
+
+    # -- writing -------------------------------------------------------------------------------------
+    def add(self, body: dict[str, Any], *, n_ids: int, source: str) -> dict[str, Any]:
+        """Record a new pending request; returns its entry."""
+        h = body_hash(body)
+        text = json.dumps(body, sort_keys=True)
+        tags = {"ledger.hash": h, "ledger.dataset": body["dataset"], "ledger.kind": body["kind"],
+                "ledger.status": "pending", "ledger.created": _now(), "ledger.n_ids": str(n_ids),
+                "ledger.source": source[:500], "mlflow.runName": f"request {h}"}
+        if len(text) <= _BODY_TAG_LIMIT:
+            tags["ledger.body"] = text
+        run = self.client.create_run(self.exp_id, run_name=f"request {h}", tags=tags)
+        self.client.log_text(run.info.run_id, json.dumps(body, indent=2, sort_keys=True) + "\n", "request.json")
+        self.client.set_terminated(run.info.run_id, "FINISHED")
+        return {**body, "hash": h, "status": "pending", "created": tags["ledger.created"], "n_ids": n_ids,
+                "source": tags["ledger.source"], "result": None, "_runs": [run.info.run_id]}
+
+    def set_status(self, hashes: list[str], status: str, **result: Any) -> list[str]:
+        """Set the state of requests and record why; returns the hashes found (unknown ones are skipped)."""
+        if status not in STATUSES:
+            raise ValueError(f"'status' must be one of {list(STATUSES)}; got {status!r}")
+        wanted = set(valid_hashes(hashes))
+        found = []
+        note = json.dumps({**result, "status": status, "at": _now()}, default=str)[:7900]
+        for entry in self.entries():
+            if entry["hash"] not in wanted:
+                continue
+            for run_id in entry["_runs"]:
+                self.client.set_tag(run_id, "ledger.result", note)
+                self.client.set_tag(run_id, "ledger.status", status)
+            found.append(entry["hash"])
+        return found
