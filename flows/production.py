@@ -22,6 +22,7 @@ from typing import Any
 
 from . import _registry as registry
 from . import deletions
+from .faults import crash_point
 from .ledger import Ledger, valid_hashes
 from .settings import is_service, registered_model_name
 from .tracking import setup_mlflow
@@ -98,6 +99,7 @@ def move_production(ledger: Ledger, params: Any, name: str, version: str, reason
     _refuse_violation(name, version, violations(ledger, params, tags), "promotion")
     registry.set_tags(name, version, {"promoted": reason})
     registry.set_alias(name, "production", version)  # the commit point
+    crash_point("promote:alias")
     reconcile(ledger, params, name)
     return current or ""
 
