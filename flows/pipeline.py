@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from . import _dvc, deletions
 from . import _registry as registry
 from .context import StageContext
+from .faults import crash_point
 from .ledger import Ledger, LedgerError
 from .records import EvalRecord, Record, UnlearnRecord, read_json
 from .settings import (
@@ -107,6 +108,7 @@ def stage_task(ctx: StageContext, stage: str, method: str | None = None, record:
         _dvc.commit(ctx.root, [address(stage, method)])
         if stage == "version_data":
             _dvc.push_if_remote(ctx.root, "data")
+    crash_point(f"after:{name}")
     if ctx.log is not None:
         ctx.log({"stage": name, "done": summary(out)})
     return {"record": out, "seconds": time.perf_counter() - t0, "unchanged": False}
