@@ -145,7 +145,7 @@ def cmd_status(args) -> int:
     from . import _registry as registry
     from . import deletions
     from .ledger import Ledger
-    from .production import reconcile
+    from .production import reconcile, violations
     from .settings import registered_model_name, tracking_uri
     from .tracking import setup_mlflow
 
@@ -172,6 +172,13 @@ def cmd_status(args) -> int:
         return 0
     tags = registry.version_tags(name, prod)
     print(f"production: {name} v{prod} (previous: v{registry.alias_version(name, 'previous') or '-'})")
+    missing = violations(ledger, params, tags)
+    n_done = sum(r["status"] == "done" for r in reqs)
+    if missing:  # only a move made outside unlearn (the MLflow UI, the API) can get here
+        print(f"  WARNING: v{prod} does not honour {len(missing)} done deletion request(s): {', '.join(missing)}; "
+              "it was moved outside unlearn. Promote a version that honours them (unlearn promote VERSION)")
+    elif n_done:
+        print(f"  honours every done deletion request ({n_done})")
     for key in ("role", "method", "gates", "score", "promoted", "forced_by", "forced_reason", "data_hash",
                 "request_hash", "requests", "honours", "data_touched", "run_id", "git_commit"):
         if tags.get(key):
