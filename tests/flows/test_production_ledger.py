@@ -71,7 +71,11 @@ def test_rollback_and_promote_never_reinstate_a_model_from_before_a_done_deletio
     assert R.alias_version(NAME, "production") == v2
     assert main(["rollback", "--root", str(root)]) == 1
     assert main(["status", "--root", str(root)]) == 0
-    assert "0 pending, 1 done" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "0 pending, 1 done" in out and "honours every done deletion request (1)" in out
+    R.client().set_registered_model_alias(NAME, "production", v_base)  # moved behind unlearn's back
+    assert main(["status", "--root", str(root)]) == 0
+    assert f"WARNING: v{v_base} does not honour 1 done deletion request(s): {h}" in capsys.readouterr().out
 
 
 def test_only_gated_versions_promote_without_force(registry):
