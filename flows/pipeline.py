@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from . import _dvc, deletions
 from . import _registry as registry
 from .context import StageContext
+from .preflight import check_run
 from .records import EvalRecord, Record, UnlearnRecord, read_json
 from .settings import (
     RECORD_FILE,
@@ -171,6 +172,7 @@ def unlearning_pipeline(root: str = ".", params_path: str = "params.yaml",
     overrides = list(overrides or [])
     path = Path(root).resolve()
     params = load(path, params_path, overrides)  # validated once, here
+    check_run(path, params)  # request vs dataset, devices, tracking store: before the parent run exists
     record = _dvc.enabled(path) and not overrides
     t0 = time.perf_counter()
     parent = _start_parent(path, params, overrides)

@@ -72,6 +72,7 @@ def registry(tmp_path, tracking):
     from unlearning.models import create_model, save_checkpoint
 
     params = load(tmp_path, None, ["unlearn.methods=[finetune,neggrad]"])
+    (tmp_path / "params.yaml").write_text("{}\n")  # a project folder for the CLI (`--root`): the defaults
     materialise(tmp_path, load_dataset("digits"), {"pending": [], "done": []})
     version_data(StageContext(tmp_path, params))
     setup_mlflow(tmp_path, params)
