@@ -14,9 +14,12 @@ Heavy imports (torch, mlflow, prefect, dvc) happen inside the commands, so `--he
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
 
 def _common(p: argparse.ArgumentParser, overrides: bool = True) -> None:
@@ -43,14 +46,16 @@ def _dataset(params):
 def cmd_run(args) -> int:
     from . import deletions
     from .ledger import Ledger
+    from .preflight import check_run
     from .records import StageRun
-    from .settings import RUNS_DIR, is_service, tracking_uri
+    from .settings import RUNS_DIR, is_service, mask_credentials, tracking_uri
 
     root = args.root.resolve()
     params = _params(args)
     dataset = _dataset(params)
+    check_run(root, params, dataset)  # request vs dataset, devices, tracking store: before any run or file
     pending, ids = [], []
-    if is_service(params):  # a bad request stops here, before anything runs
+    if is_service(params):
         pending, ids, _ = deletions.validate_pending(Ledger(root, params), dataset)
     if pending:
         print(f"processing {len(pending)} pending deletion request(s): {len(ids)} sample ids "
@@ -65,7 +70,7 @@ def cmd_run(args) -> int:
     runs = {role: StageRun.read(root / RUNS_DIR / f"{role}.json").source for role in ("base", "oracle")}
     print(f"base model: {runs['base']}; oracle: {runs['oracle']}")
     print(f"pipeline: {total:.1f} s (flow body {out['seconds']:.1f} s); MLflow parent run {out['parent_run_id']}")
-    uri = tracking_uri(root, params)
+    uri = mask_credentials(tracking_uri(root, params))
     print(f"tracking: {uri} -> mlflow ui --backend-store-uri {uri}")
     return 0
 
@@ -73,6 +78,7 @@ def cmd_run(args) -> int:
 def cmd_request(args) -> int:
     from . import deletions
     from .ledger import Ledger
+    from .preflight import inside
 
     root = args.root.resolve()
     params = _params(args)
@@ -80,12 +86,14 @@ def cmd_request(args) -> int:
         req = deletions.cancel(Ledger(root, params), args.cancel, by=_who())
         print(f"deletion request {req['hash']} is cancelled (it will not be processed)")
         return 0
+    # The file must lie in the project (after symlinks): a request must not read, nor echo, any other file.
+    ids_file = os.path.relpath(inside(args.ids_file, root, "--ids-file")) if args.ids_file is not None else None
     ids = deletions.parse_ids(args.ids) if args.ids is not None else None
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes is not None else None
     if classes is not None and not classes:
         raise deletions.RequestError("--classes: names no class: empty forget set")
     dataset = _dataset(params)
-    req, created = deletions.create(Ledger(root, params), dataset, ids=ids, ids_file=args.ids_file, classes=classes)
+    req, created = deletions.create(Ledger(root, params), dataset, ids=ids, ids_file=ids_file, classes=classes)
     what = f"{req['n_ids']} sample ids" if req.get("n_ids") is not None else req["kind"]
     if created:
         print(f"recorded deletion request {req['hash']} ({what}) in the ledger of the tracking store; "
@@ -146,7 +154,7 @@ def cmd_status(args) -> int:
     from . import deletions
     from .ledger import Ledger
     from .production import reconcile, violations
-    from .settings import registered_model_name, tracking_uri
+    from .settings import mask_credentials, registered_model_name, tracking_uri
     from .tracking import setup_mlflow
 
     root = args.root.resolve()
@@ -168,7 +176,7 @@ def cmd_status(args) -> int:
             print(f"  refused {r['hash']}  reasons: {r.get('result', {}).get('reasons')}")
     prod = registry.alias_version(name, "production")
     if prod is None:
-        print(f"production: none yet for {name} ({tracking_uri(root, params)})")
+        print(f"production: none yet for {name} ({mask_credentials(tracking_uri(root, params))})")
         return 0
     tags = registry.version_tags(name, prod)
     print(f"production: {name} v{prod} (previous: v{registry.alias_version(name, 'previous') or '-'})")
@@ -195,10 +203,19 @@ def cmd_status(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors on one line (`error: ...`, exit 2), like every other error of the CLI."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="unlearn", description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="\n".join(__doc__.splitlines()[2:10]))
+    parser = _Parser(prog="unlearn", description=__doc__.splitlines()[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                     epilog="\n".join(__doc__.splitlines()[2:10]))
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help="print the traceback of an error (also after the command: unlearn run --debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="run the whole pipeline once (pending deletion requests first)",
@@ -251,36 +268,32 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and lineage (base versions back to a trained model).")
     _common(p, overrides=False)
     p.set_defaults(fn=cmd_status)
+    for command in sub.choices.values():  # --debug after the command too; SUPPRESS keeps a --debug given before
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    debug = args.debug or os.environ.get("UNLEARN_DEBUG", "") not in ("", "0")
     if args.command == "run":  # the first line at once: imports and Prefect's local server take 10-30 s
         print("unlearn run: loading params, torch, MLflow and Prefect (a local Prefect server starts in 5-17 s) ...",
               file=sys.stderr, flush=True)
     from .settings import quiet_env
 
     quiet_env()
-    from unlearning.params import ConfigError
-
-    from .deletions import RequestError
-    from .ledger import LedgerError
-    from .production import PromotionRefused
-
     try:
         return args.fn(args)
-    except (ConfigError, RequestError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (PromotionRefused, LedgerError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as err:  # noqa: BLE001 - the CLI's one error format: `error: ...`, exit 2 or 1
+        from .preflight import error_line
+
+        if debug:
+            traceback.print_exc()
+        code, line = error_line(err)
+        print(f"error: {line}", file=sys.stderr)
+        return code
 
 
 if __name__ == "__main__":

@@ -122,6 +122,7 @@ def create(ledger: Ledger, dataset, *, ids: list[int] | None = None, ids_file: s
             parsed.append(int(c) if str(c).lstrip("-").isdigit() else str(c))
         body = {"dataset": dataset.name, "kind": "classes", "classes": parsed}
     body["hash"] = body_hash(body)
+    check(body, dataset, set())  # what the request alone can get wrong, before the store is opened
     existing = load_all(ledger)
     for req in existing:
         if req["hash"] == body["hash"]:

@@ -22,7 +22,7 @@ HASH_RE = re.compile(r"^[0-9a-f]{12}$")
 _BODY_TAG_LIMIT = 7000  # MLflow run tags hold 8000 characters; longer bodies live in the artifact only
 
 
-class LedgerError(RuntimeError):
+class LedgerError(ValueError):
     """The ledger holds something it should not (an entry whose body does not match its hash)."""
 
 
@@ -47,33 +47,60 @@ class Ledger:
     """The requests of one tracking store. Writes that change a state are made under the registry lease."""
 
     def __init__(self, root: Path, params: Any):
-        from .tracking import setup_mlflow
-
-        setup_mlflow(root, params)  # the store (and its artifact location rule) is the pipeline's
         import mlflow
 
-        self.client = mlflow.MlflowClient()
-        exp = self.client.get_experiment_by_name(EXPERIMENT)
-        if exp is None:
-            from .settings import tracking_uri
+        from .settings import tracking_uri
 
-            uri = tracking_uri(root, params)
-            location = None
-            if uri.startswith("sqlite:///"):
-                location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-            try:
-                self.exp_id = self.client.create_experiment(EXPERIMENT, artifact_location=location)
-            except mlflow.exceptions.MlflowException:  # created meanwhile by another clone
-                self.exp_id = self.client.get_experiment_by_name(EXPERIMENT).experiment_id
-        else:
-            self.exp_id = exp.experiment_id
+        self.uri = tracking_uri(root, params)
+        self._client: mlflow.MlflowClient | None = None
+        self._exp_id: str | None = None
+
+    @property
+    def client(self):
+        """The store's client, opened on first use (opening a new sqlite store creates it)."""
+        if self._client is None:
+            import mlflow
+
+            self._client = mlflow.MlflowClient(self.uri)
+        return self._client
+
+    @staticmethod
+    def existing(root: Path, params: Any) -> Ledger | None:
+        """The ledger of a store that exists already; None for a sqlite file not created yet (no requests)."""
+        from .settings import tracking_uri
+
+        uri = tracking_uri(root, params)
+        if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).exists():
+            return None
+        return Ledger(root, params)
+
+    def exp_id(self, create: bool = False) -> str | None:
+        """The ledger's experiment; created on the first request (reading never writes to the store)."""
+        if self._exp_id is None:
+            import mlflow
+
+            exp = self.client.get_experiment_by_name(EXPERIMENT)
+            if exp is not None:
+                self._exp_id = exp.experiment_id
+            elif create:
+                location = None
+                if self.uri.startswith("sqlite:///"):
+                    location = (Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+                try:
+                    self._exp_id = self.client.create_experiment(EXPERIMENT, artifact_location=location)
+                except mlflow.exceptions.MlflowException:  # created meanwhile by another clone
+                    self._exp_id = self.client.get_experiment_by_name(EXPERIMENT).experiment_id
+        return self._exp_id
 
     # -- reading -------------------------------------------------------------------------------------
     def entries(self, dataset: str | None = None) -> list[dict[str, Any]]:
         """Every request (of `dataset`), oldest first; a hash recorded twice (two clones at once) counts once."""
+        exp_id = self.exp_id()
+        if exp_id is None:
+            return []
         runs, token = [], None
         while True:
-            page = self.client.search_runs([self.exp_id], filter_string="tags.`ledger.hash` != ''",
+            page = self.client.search_runs([exp_id], filter_string="tags.`ledger.hash` != ''",
                                            max_results=1000, page_token=token,
                                            order_by=["attributes.start_time ASC"])
             runs.extend(page)
@@ -96,10 +123,11 @@ class Ledger:
         tags = run.data.tags
         h = tags["ledger.hash"]
         raw = tags.get("ledger.body")
-        if raw is None:
-            import mlflow
+        if raw is None:  # a body too long for a tag
+            import tempfile
 
-            raw = mlflow.artifacts.load_text(f"{run.info.artifact_uri}/request.json")
+            with tempfile.TemporaryDirectory() as tmp:
+                raw = Path(self.client.download_artifacts(run.info.run_id, "request.json", tmp)).read_text()
         body = json.loads(raw)
         if not HASH_RE.match(h) or body_hash(body) != h:
             raise LedgerError(f"deletion ledger entry {h!r} (run {run.info.run_id}) does not match its content "
@@ -125,7 +153,7 @@ class Ledger:
                 "ledger.source": source[:500], "mlflow.runName": f"request {h}"}
         if len(text) <= _BODY_TAG_LIMIT:
             tags["ledger.body"] = text
-        run = self.client.create_run(self.exp_id, run_name=f"request {h}", tags=tags)
+        run = self.client.create_run(self.exp_id(create=True), run_name=f"request {h}", tags=tags)
         self.client.log_text(run.info.run_id, json.dumps(body, indent=2, sort_keys=True) + "\n", "request.json")
         self.client.set_terminated(run.info.run_id, "FINISHED")
         return {**body, "hash": h, "status": "pending", "created": tags["ledger.created"], "n_ids": n_ids,

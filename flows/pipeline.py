@@ -24,6 +24,7 @@ from . import _registry as registry
 from .context import StageContext
 from .faults import crash_point
 from .ledger import Ledger, LedgerError
+from .preflight import check_run
 from .records import EvalRecord, Record, UnlearnRecord, read_json
 from .settings import (
     RECORD_FILE,
@@ -176,6 +177,7 @@ def unlearning_pipeline(root: str = ".", params_path: str = "params.yaml",
     overrides = list(overrides or [])
     path = Path(root).resolve()
     params = load(path, params_path, overrides)  # validated once, here
+    check_run(path, params)  # request vs dataset, devices, tracking store: before the parent run exists
     record = _dvc.enabled(path) and not overrides
     t0 = time.perf_counter()
     parent = _start_parent(path, params, overrides)

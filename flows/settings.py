@@ -8,6 +8,7 @@ prefect and dvc are imported inside the functions that need them, so `python -m 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,6 +78,11 @@ def load(root: Path, params_path: str | Path | None = "params.yaml", overrides: 
     """
     from unlearning.params import ConfigError, parse_params, read_raw
 
+    # A `--root` typo must not start a new project (an empty mlflow.db in a new folder): refuse it here.
+    if not root.is_dir():
+        raise ConfigError(f"project folder not found: {root} (check --root)")
+    if str(params_path) == "params.yaml" and not any((root / f).exists() for f in ("params.yaml", "dvc.yaml")):
+        raise ConfigError(f"{root} is not a project folder: it has neither params.yaml nor dvc.yaml (check --root)")
     path = Path(params_path) if params_path is not None else None
     if path is not None and not path.is_absolute():
         path = root / path
@@ -111,6 +117,18 @@ def tracking_uri(root: Path, params: Params) -> str:
     if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
         uri = prefix + str((root / uri[len(prefix):]).resolve())
     return uri
+
+
+# `scheme://user:password@host`: the password part of any URI in a text (MLflow's own errors quote the URI).
+_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
+
+
+def mask_credentials(text: str) -> str:
+    """Hide passwords of URIs in `text`: `https://user:secret@host` -> `https://user:***@host`.
+
+    Every tracking URI the CLI prints or logs goes through this (a URI without a password is unchanged).
+    """
+    return _CREDENTIALS.sub(r"\1***@", text)
 
 
 def device_name(params: Params) -> str:

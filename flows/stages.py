@@ -1,6 +1,7 @@
 """The pipeline's stages by name, and the one command line that `dvc repro` runs for each of them.
 
-`python -m flows.stages <stage> [method]` is every stage command in dvc.yaml; the Prefect flow
+`python -m flows.stages <stage>` is every stage command in dvc.yaml (a per-method stage takes its
+method from DVC's `DVC_STAGE`, never from the command line); the Prefect flow
 (`flows.pipeline`) calls the same functions through `run_stage`, so the code of a stage exists once:
 
     version_data          flows.version_data.version_data(ctx)      -> SplitRecord
@@ -15,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from .context import StageContext
 from .evaluate import evaluate
@@ -75,25 +78,62 @@ def summary(record: Record) -> str:
     return "skipped (method skipped)" if getattr(record, "skipped", False) else "done"
 
 
+METHOD_NAME = re.compile(r"[a-z0-9_]+")
+
+
+def stage_method(stage: str, method: str | None, params: Any) -> str | None:
+    """The method of a per-method stage: the argument, else DVC's `DVC_STAGE` (`unlearn@salun`), validated.
+
+    dvc.yaml's commands carry no method name (a name pasted into a shell command is a shell injection):
+    DVC exports the stage address in `DVC_STAGE`. The name must be `[a-z0-9_]+`, a registered method and
+    listed in `unlearn.methods`; anything else raises `ValueError` before the stage starts.
+    """
+    if stage not in PER_METHOD:
+        if method is not None:
+            raise ValueError(f"stage {stage!r} takes no method")
+        return None
+    if method is None:
+        address_ = os.environ.get("DVC_STAGE", "").rsplit(":", 1)[-1]  # `sub/dvc.yaml:unlearn@m` elsewhere
+        name, _, method = address_.partition("@")
+        if name != stage or not method:
+            raise ValueError(f"stage {stage!r} needs a method: give it, or run it as `dvc repro {stage}@<method>` "
+                             f"(DVC_STAGE is {os.environ.get('DVC_STAGE', 'unset')!r})")
+    from unlearning.methods import METHODS
+
+    if not METHOD_NAME.fullmatch(method) or method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; available: {METHODS.names()}")
+    if method not in params.unlearn.methods:
+        raise ValueError(f"method {method!r} is not in unlearn.methods {list(params.unlearn.methods)}")
+    return method
+
+
 def main(argv: list[str] | None = None) -> int:
     """The DVC stage command: run one stage in this process, in the current folder."""
     from unlearning.console import Console
+    from unlearning.params import ConfigError
 
     from .settings import load, quiet_env
 
     parser = argparse.ArgumentParser(prog="python -m flows.stages", description="Run one pipeline stage "
                                      "(the command of every stage in dvc.yaml).")
     parser.add_argument("stage", choices=sorted(STAGES))
-    parser.add_argument("method", nargs="?", default=None, help="the method of unlearn / evaluate")
+    parser.add_argument("method", nargs="?", default=None,
+                        help="the method of unlearn / evaluate (default: from DVC_STAGE, set by `dvc repro`)")
     args = parser.parse_args(argv)
     quiet_env()
     os.environ["UNLEARN_LAUNCHER"] = "dvc"
     root = Path.cwd()
-    name = label(args.stage, args.method)
+    try:
+        params = load(root)
+        method = stage_method(args.stage, args.method, params)
+    except (ConfigError, ValueError) as err:  # bad input: one line, before anything runs
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    name = label(args.stage, method)
     with Console() as console:
         console.say("starting", label=name)
-        ctx = StageContext(root, load(root), log=console.log_fn(name))
-        record = run_stage(ctx, args.stage, args.method)
+        ctx = StageContext(root, params, log=console.log_fn(name))
+        record = run_stage(ctx, args.stage, method)
         console.say(summary(record), label=name)
     return 0
 

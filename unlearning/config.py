@@ -7,6 +7,7 @@ these sections (keeping both here would make an import cycle).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -16,6 +17,13 @@ class Section(BaseModel):
     """Base of every config section: immutable, unknown keys rejected."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+def _device(v: str) -> str:
+    """A device name torch knows (whether this machine has it is checked by `flows.preflight`)."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", v):
+        raise ValueError("must be one of auto, cpu, cuda, cuda:N, mps")
+    return v
 
 
 class DataConfig(Section):
@@ -132,6 +140,8 @@ class TrainConfig(Section):
     seed: int = 0
     mnemonic: MnemonicConfig | None = None
 
+    _known_device = field_validator("device")(_device)
+
 
 class EvaluateConfig(Section):
     oracle: bool = True
@@ -140,6 +150,8 @@ class EvaluateConfig(Section):
     ain: bool = True
     ain_max_steps: int = Field(500, ge=1)
     device: str = "auto"
+
+    _known_device = field_validator("device")(_device)
 
 
 class Gates(Section):

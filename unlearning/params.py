@@ -7,6 +7,7 @@ in one place. `--set section.key=value` overrides are parsed as YAML.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,8 @@ class _UnlearnBase(BaseModel):
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError(f"unlearn.methods is empty: list at least one method; available: {METHODS.names()}")
         for name in v:
             if name not in METHODS:
                 raise ValueError(f"unknown method {name!r}; available: {METHODS.names()}")
@@ -128,8 +131,23 @@ def _first_error(err: ValidationError) -> str:
         if e["type"] == "extra_forbidden":
             msg = f"unknown key; allowed: {_allowed_keys(e['loc'][:-1])}"
         given = e.get("input")
-        parts.append(f"{loc}: {msg}" + ("" if isinstance(given, dict) else f" (given: {given!r})"))
+        where = "" if msg.startswith(f"{loc} ") else f"{loc}: "  # a message that already names its key
+        parts.append(f"{where}{msg}" + ("" if isinstance(given, dict) else f" (given: {given!r})"))
     return "; ".join(parts)
+
+
+_KEY = re.compile(r"[A-Za-z0-9_]+")
+
+
+def _yaml(text: str, where: str) -> Any:
+    """`yaml.safe_load`, with bad YAML as a one-line `ConfigError` naming where and the line / column."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or type(err).__name__
+        raise ConfigError(f"{where}: invalid YAML{at}: {problem}") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -141,11 +159,13 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         key, value = item.split("=", 1)
         node = out
         parts = key.strip().split(".")
+        if not all(_KEY.fullmatch(p) for p in parts):
+            raise ConfigError(f"override key must look like section.key (letters, digits, _); got {key!r}")
         for p in parts[:-1]:
             if not isinstance(node.get(p), dict):
                 node[p] = {}
             node = node[p]
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = _yaml(value, f"--set {key.strip()}")
         if parts[0] == "request" and len(parts) == 2 and parts[1] in REQUEST_KINDS:
             # A request names one kind: setting one replaces the others (keeps seed/val_fraction).
             for other in set(REQUEST_KINDS) - {parts[1]}:
@@ -167,7 +187,7 @@ def read_raw(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"params file not found: {p}")
-    raw = yaml.safe_load(p.read_text()) or {}
+    raw = _yaml(p.read_text(), str(p)) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{p}: expected a mapping of sections, got {type(raw).__name__}")
     return raw

@@ -111,17 +111,28 @@ def _class_index(name: int | str, classes: list[str], what: str) -> int:
 
 
 def read_ids_file(path: str | Path) -> list[int]:
-    """Read sample ids: one per line or comma/space separated; '#' starts a comment."""
+    """Read sample ids: one per line or comma/space separated; '#' starts a comment.
+
+    Errors name the file and the line number, never the file's content (the path may be a file the
+    caller should not see, e.g. a secret someone pointed the request at).
+    """
     p = Path(path)
     if not p.exists():
         raise ValueError(f"ids_file not found: {p}")
+    if not p.is_file():
+        raise ValueError(f"ids_file is not a regular file: {p}")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"ids_file is not a UTF-8 text file: {p}") from None
     ids: list[int] = []
-    for lineno, line in enumerate(p.read_text().splitlines(), 1):
+    for lineno, line in enumerate(text.splitlines(), 1):
         for tok in line.split("#", 1)[0].replace(",", " ").split():
             try:
                 ids.append(int(tok))
             except ValueError:
-                raise ValueError(f"{p}:{lineno}: not an integer sample id: {tok!r}") from None
+                raise ValueError(f"{p}:{lineno}: not an integer sample id (ids are integers, one per line "
+                                 "or comma/space separated; '#' starts a comment)") from None
     return ids
 
 

@@ -79,6 +79,7 @@ def registry(tmp_path, tracking):
     from unlearning.params import parse_params
 
     params = parse_params({"unlearn": {"methods": ["finetune", "neggrad"], "finetune": {}, "neggrad": {}}})
+    (tmp_path / "params.yaml").write_text("{}\n")  # a project folder for the CLI (`--root`): the defaults
     materialise(tmp_path, load_dataset("digits"), {"pending": [], "done": []})
     version_data(StageContext(tmp_path, params))
     setup_mlflow(tmp_path, params)

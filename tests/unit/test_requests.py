@@ -50,8 +50,9 @@ def test_ids_file(tmp_path, digits) -> None:
     split = resolve(RequestConfig(ids_file=str(f)), digits)
     assert split.forget_idx.tolist() == [3, 9, 27]
     f.write_text("3\nseven\n")
-    with pytest.raises(ValueError, match="ids.txt:2: not an integer sample id: 'seven'"):
+    with pytest.raises(ValueError, match="ids.txt:2: not an integer sample id") as err:
         resolve(RequestConfig(ids_file=str(f)), digits)
+    assert "seven" not in str(err.value)  # the line's content is never echoed
 
 
 @pytest.mark.parametrize("kwargs, message", [
