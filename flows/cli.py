@@ -53,9 +53,12 @@ def cmd_run(args) -> int:
         print(f"processing {len(pending)} pending deletion request(s): {len(ids)} sample ids "
               f"({', '.join(r['hash'] for r in pending)})", file=sys.stderr)
     from .pipeline import unlearning_pipeline
+    from .recovery import held_run
 
     t0 = time.perf_counter()
-    out = unlearning_pipeline(root=str(root), params_path=args.params, overrides=args.overrides)
+    with held_run(root, params, wait=args.wait):  # refuse a second run before Prefect's server starts
+        out = unlearning_pipeline(root=str(root), params_path=args.params, overrides=args.overrides,
+                                  wait=args.wait)
     total = time.perf_counter() - t0
     print(out["promotion"].table)
     print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in out["stages"].items()))
@@ -96,16 +99,22 @@ def cmd_serve(args) -> int:
 
 
 def cmd_promote(args) -> int:
+    from .locks import hold
     from .production import promote_version
 
-    print(promote_version(args.root.resolve(), _params(args), args.version, force=args.force))
+    root, params = args.root.resolve(), _params(args)
+    with hold(root, params, f"unlearn promote {args.version}", wait=args.wait):
+        print(promote_version(root, params, args.version, force=args.force))
     return 0
 
 
 def cmd_rollback(args) -> int:
+    from .locks import hold
     from .production import rollback
 
-    print(rollback(args.root.resolve(), _params(args)))
+    root, params = args.root.resolve(), _params(args)
+    with hold(root, params, "unlearn rollback", wait=args.wait):
+        print(rollback(root, params))
     return 0
 
 
@@ -162,6 +171,9 @@ def cmd_status(args) -> int:
     return 0
 
 
+WAIT_HELP = "wait for another run, promote or rollback of this project or model to finish (default: refuse)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="unlearn", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -172,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run version_data -> train_base / retrain_oracle -> unlearn[m] -> evaluate[m] -> "
                                    "register_and_promote once, on Prefect's temporary local server.")
     _common(p)
+    p.add_argument("--wait", action="store_true", help=WAIT_HELP)
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("request", help="record a deletion request (pending until the next run)",
@@ -197,11 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Move the production alias to VERSION; the replaced version keeps 'previous'.")
     p.add_argument("version", metavar="VERSION")
     p.add_argument("--force", action="store_true", help="promote even if the version failed its gates")
+    p.add_argument("--wait", action="store_true", help=WAIT_HELP)
     _common(p, overrides=False)
     p.set_defaults(fn=cmd_promote)
 
     p = sub.add_parser("rollback", help="put the previous production version back",
                        description="Move production back to the version that held it before.")
+    p.add_argument("--wait", action="store_true", help=WAIT_HELP)
     _common(p, overrides=False)
     p.set_defaults(fn=cmd_rollback)
 
