@@ -99,7 +99,7 @@ class ProjectLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            return self.holder() or Owner(0, "?", "unlearn run", time.time())
+            return self.holder() or Owner(0, "?", "unlearn run", 0.0)
         os.ftruncate(fd, 0)
         os.write(fd, (json.dumps(asdict(owner)) + "\n").encode())
         self.fd = fd
@@ -216,14 +216,18 @@ def _say(message: str) -> None:
 
 
 def _take(what: str, holder: Callable[[], Owner | None], wait: bool, say: Callable[[str], None]) -> None:
-    """Poll `holder()` until it returns None; without `wait` a holder is refused at once."""
+    """Poll `holder()` until it returns None; without `wait` a holder is refused at once.
+
+    Waiting, it says so at once, every SAY_EVERY_S, and whenever the holder changes.
+    """
     t0 = next_say = time.monotonic()
+    last = None
     while (h := holder()) is not None:
         if not wait:
             raise Busy(f"another {h.command} ({h.describe()}) holds {what}; use --wait to wait for it")
-        if time.monotonic() >= next_say:
+        if time.monotonic() >= next_say or h != last:
             say(f"waiting for {h.command} ({h.describe()}) to release {what} ({time.monotonic() - t0:.0f} s) ...")
-            next_say = time.monotonic() + SAY_EVERY_S
+            next_say, last = time.monotonic() + SAY_EVERY_S, h
         time.sleep(POLL_S)
 
 
