@@ -93,7 +93,9 @@ class ProjectLock:
     def try_acquire(self, owner: Owner) -> Owner | None:
         import fcntl
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.parent.parent.is_dir():  # never create a project folder for a --root typo
+            raise FileNotFoundError(f"--root: no such project folder: {self.path.parent.parent}")
+        self.path.parent.mkdir(exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)  # close-on-exec by default
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

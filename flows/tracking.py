@@ -80,8 +80,8 @@ def setup_mlflow(root: Path, params: Any) -> str:
         mlflow.set_tracking_uri(uri)
         if key in _experiments:
             return _experiments[key]
-        client = mlflow.MlflowClient(uri)
         with _first_touch(uri):
+            client = mlflow.MlflowClient(uri)
             exp = client.get_experiment_by_name(params.tracking.experiment)
         if exp is None:
             location = None
