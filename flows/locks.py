@@ -177,7 +177,8 @@ class Lease:
                 self.client.delete_model_version(self.name, t.version)
             except Exception:  # noqa: BLE001 - another process broke it first
                 pass
-        raise RuntimeError(f"lease ticket {self.name} v{self.version} vanished (broken by another process)")
+        raise Busy(f"our ticket {self.name} v{self.version} was broken as stale by another process (no heartbeat "
+                   f"for {TTL_S:.0f} s: a stopped process or an unreachable store?); run again")
 
     def release(self) -> None:
         self._stop.set()
