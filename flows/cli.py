@@ -61,9 +61,12 @@ def cmd_run(args) -> int:
         print(f"processing {len(pending)} pending deletion request(s): {len(ids)} sample ids "
               f"({', '.join(r['hash'] for r in pending)})", file=sys.stderr)
     from .pipeline import unlearning_pipeline
+    from .recovery import held_run
 
     t0 = time.perf_counter()
-    out = unlearning_pipeline(root=str(root), params_path=args.params, overrides=args.overrides)
+    with held_run(root, params, wait=args.wait):  # refuse a second run before Prefect's server starts
+        out = unlearning_pipeline(root=str(root), params_path=args.params, overrides=args.overrides,
+                                  wait=args.wait)
     total = time.perf_counter() - t0
     print(out["promotion"].table)
     print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in out["stages"].items()))
@@ -83,7 +86,10 @@ def cmd_request(args) -> int:
     root = args.root.resolve()
     params = _params(args)
     if args.cancel is not None:
-        req = deletions.cancel(Ledger(root, params), args.cancel, by=_who())
+        from .locks import hold
+
+        with hold(root, params, f"unlearn request --cancel {args.cancel}"):  # not while a run processes it
+            req = deletions.cancel(Ledger(root, params), args.cancel, by=_who())
         print(f"deletion request {req['hash']} is cancelled (it will not be processed)")
         return 0
     # The file must lie in the project (after symlinks): a request must not read, nor echo, any other file.
@@ -121,20 +127,26 @@ def cmd_serve(args) -> int:
 def cmd_promote(args) -> int:
     from unlearning.params import ConfigError
 
+    from .locks import hold
     from .production import promote_version
 
     if not args.version.removeprefix("v").isdigit():
         raise ConfigError(f"VERSION must be a version number such as 7; got {args.version!r}")
     if args.force and not (args.reason or "").strip():
         raise ConfigError("--force needs --reason TEXT (recorded on the version, with who forced it)")
-    print(promote_version(args.root.resolve(), _params(args), args.version, force=args.force, reason=args.reason))
+    root, params = args.root.resolve(), _params(args)
+    with hold(root, params, f"unlearn promote {args.version}", wait=args.wait):
+        print(promote_version(root, params, args.version, force=args.force, reason=args.reason))
     return 0
 
 
 def cmd_rollback(args) -> int:
+    from .locks import hold
     from .production import rollback
 
-    print(rollback(args.root.resolve(), _params(args)))
+    root, params = args.root.resolve(), _params(args)
+    with hold(root, params, "unlearn rollback", wait=args.wait):
+        print(rollback(root, params))
     return 0
 
 
@@ -210,6 +222,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see `{self.prog} --help`)\n")
 
 
+WAIT_HELP = "wait for another run, promote or rollback of this project or model to finish (default: refuse)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="unlearn", description=__doc__.splitlines()[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -222,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Run version_data -> train_base / retrain_oracle -> unlearn[m] -> evaluate[m] -> "
                                    "register_and_promote once, on Prefect's temporary local server.")
     _common(p)
+    p.add_argument("--wait", action="store_true", help=WAIT_HELP)
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("request", help="record a deletion request (pending until the next run)",
@@ -251,11 +267,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="promote a version that did not pass its gates "
                    "(never one that violates a done deletion request); needs --reason")
     p.add_argument("--reason", help="why --force was needed (recorded on the version with who forced it)")
+    p.add_argument("--wait", action="store_true", help=WAIT_HELP)
     _common(p, overrides=False)
     p.set_defaults(fn=cmd_promote)
 
     p = sub.add_parser("rollback", help="put the previous production version back",
                        description="Move production back to the version that held it before.")
+    p.add_argument("--wait", action="store_true", help=WAIT_HELP)
     _common(p, overrides=False)
     p.set_defaults(fn=cmd_rollback)
 

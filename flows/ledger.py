@@ -61,7 +61,11 @@ class Ledger:
         if self._client is None:
             import mlflow
 
-            self._client = mlflow.MlflowClient(self.uri)
+            from .tracking import first_touch
+
+            with first_touch(self.uri):  # a new sqlite store is created (migrated) by one process at a time
+                self._client = mlflow.MlflowClient(self.uri)
+                self._client.search_experiments(max_results=1)
         return self._client
 
     @staticmethod

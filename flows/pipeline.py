@@ -19,11 +19,12 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from . import _dvc, deletions
+from . import _dvc, deletions, recovery
 from . import _registry as registry
 from .context import StageContext
 from .faults import crash_point
 from .ledger import Ledger, LedgerError
+from .locks import hold
 from .preflight import check_run
 from .records import EvalRecord, Record, UnlearnRecord, read_json
 from .settings import (
@@ -38,7 +39,7 @@ from .settings import (
     tracking_uri,
 )
 from .stages import address, label, run_stage, summary
-from .tracking import flatten, git_commit, setup_mlflow, stage_run
+from .tracking import flatten, git_commit, owner_tags, setup_mlflow, stage_run
 
 
 def _io_error(task, task_run, state) -> bool:
@@ -132,7 +133,7 @@ def _start_parent(root: Path, params: Any, overrides: list[str]) -> str:
     run = client.create_run(exp_id, run_name=name, tags={
         "pipeline.stage": "pipeline", "launcher": "prefect", "git_commit": git_commit(root),
         "device": device_name(params), "overrides": " ".join(overrides), "methods": ",".join(params.unlearn.methods),
-        "requests": ",".join(r["hash"] for r in pending)})
+        "requests": ",".join(r["hash"] for r in pending), **owner_tags(registered_model_name(params))})
     dumped = {**params.model_dump(exclude={"unlearn"}), "unlearn": params.methods_dump()}
     items = [Param(k, v[:6000]) for k, v in flatten(dumped).items()]
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
@@ -157,27 +158,38 @@ def _raise_first_failure(futures: list) -> None:
 # models or tensors, so a Dask or Ray task runner can spread methods over machines.
 @flow(name="unlearning_pipeline", log_prints=False)
 def unlearning_pipeline(root: str = ".", params_path: str = "params.yaml",
-                        overrides: list[str] | None = None) -> dict[str, Any]:
+                        overrides: list[str] | None = None, wait: bool = False) -> dict[str, Any]:
     """Process pending deletion requests (or the params' request): version, train, unlearn, evaluate, promote.
+
+    One run at a time: the project lock and the registered model's lease are held for the whole run
+    (`flows.locks.hold`), then runs a dead process left RUNNING are closed (`flows.recovery`).
 
     Args:
         root: the project folder (params.yaml, data/, dvc.yaml).
         params_path: params file, relative to `root`.
         overrides: `section.key=value` overrides (values parsed as YAML).
+        wait: wait for another run that holds the lock or lease, instead of failing (`--wait`).
 
     Returns:
         `{"parent_run_id", "promotion", "stages": {name: seconds}, "base", "oracle", "seconds"}`.
     """
-    import mlflow
-
-    from unlearning.console import Console
-
     quiet_env()
     os.environ["UNLEARN_LAUNCHER"] = "prefect"
     overrides = list(overrides or [])
     path = Path(root).resolve()
     params = load(path, params_path, overrides)  # validated once, here
     check_run(path, params)  # request vs dataset, devices, tracking store: before the parent run exists
+    with hold(path, params, "unlearn run", wait=wait):
+        recovery.close_orphans(path, params)
+        return _pipeline(path, params, overrides)
+
+
+def _pipeline(path: Path, params: Any, overrides: list[str]) -> dict[str, Any]:
+    """The flow body under the locks: the parent run, the stage tasks, the parent's status."""
+    import mlflow
+
+    from unlearning.console import Console
+
     record = _dvc.enabled(path) and not overrides
     t0 = time.perf_counter()
     parent = _start_parent(path, params, overrides)

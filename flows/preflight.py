@@ -134,34 +134,30 @@ def ensure_store(uri: str, attempts: int = 3) -> None:
 
     MLflow migrates a new sqlite file in the first process that opens it; a second process that opens it
     meanwhile fails inside the migration (an `AttributeError`, `table _alembic_tmp_... already exists`, an
-    alembic `CommandError`). Runs take an exclusive `flock` on the file while they open the store, so one
-    migrates and the others wait (sqlite's own locks are POSIX record locks: flock does not touch them).
+    alembic `CommandError`). Runs take an exclusive `flock` on the store's folder while they open it
+    (`tracking.first_touch`), so one migrates and the others wait.
     A process that opened the store without this lock (`unlearn status`) can still race: a failure is
     retried after a pause, and the last one is one clear line.
     """
     if not uri.startswith(SQLITE) or str(_sqlite_path(uri)) == ":memory:":
         return
-    import fcntl
-
     import mlflow
 
+    from .tracking import first_touch
+
     path = _sqlite_path(uri)
-    with open(path, "ab") as fh:  # creates the (empty) file sqlite would create anyway
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            for attempt in range(attempts):
-                try:
-                    mlflow.MlflowClient(uri).search_experiments(max_results=1)
-                    return
-                except Exception as err:  # noqa: BLE001 - a racing first-time migration fails in many ways
-                    if attempt == attempts - 1:
-                        first = (str(err).strip().splitlines() or [""])[0]
-                        raise PreflightError(f"the MLflow store {path} could not be opened or created "
-                                             f"({type(err).__name__}: {first}); another process may be "
-                                             "creating it: run again", exit_code=1) from None
-                    time.sleep(2.0 * (attempt + 1))
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    with first_touch(uri):  # the same lock as every other first use of the store (tracking.setup_mlflow)
+        for attempt in range(attempts):
+            try:
+                mlflow.MlflowClient(uri).search_experiments(max_results=1)
+                return
+            except Exception as err:  # noqa: BLE001 - a racing first-time migration fails in many ways
+                if attempt == attempts - 1:
+                    first = (str(err).strip().splitlines() or [""])[0]
+                    raise PreflightError(f"the MLflow store {path} could not be opened or created "
+                                         f"({type(err).__name__}: {first}); another process may be "
+                                         "creating it: run again", exit_code=1) from None
+                time.sleep(2.0 * (attempt + 1))
 
 
 def check_run(root: Path, params: Any, dataset: Any | None = None) -> None:

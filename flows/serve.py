@@ -39,7 +39,12 @@ def _healthy(api_url: str) -> bool:
 
 
 def start_server(port: int | None = None, timeout_s: float = 180.0, log_file: Path | None = None):
-    """Start `prefect server start` on 127.0.0.1; returns (api_url, process) once /api/health answers."""
+    """Start `prefect server start` on 127.0.0.1; returns (api_url, process) once /api/health answers.
+
+    The server gets SIGTERM when this process dies, even by SIGKILL (Linux: `PR_SET_PDEATHSIG`).
+    """
+    from .recovery import death_signal_preexec
+
     port = port or free_port()
     exe = Path(sys.executable).with_name("prefect")
     cmd = [str(exe)] if exe.exists() else [shutil.which("prefect") or "prefect"]
@@ -47,7 +52,8 @@ def start_server(port: int | None = None, timeout_s: float = 180.0, log_file: Pa
     env.pop("PREFECT_API_URL", None)
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd + ["server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            preexec_fn=death_signal_preexec())
     api = f"http://127.0.0.1:{port}/api"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -107,7 +113,9 @@ def serve(root: Path, cron: str, *, params_path: str = "params.yaml", overrides:
         with temporary_settings(updates={PREFECT_API_URL: api}):
             unlearning_pipeline.serve(
                 name=name, cron=cron, description="Process pending deletion requests on a schedule.",
-                parameters={"root": str(root.resolve()), "params_path": params_path, "overrides": overrides or []},
+                # A scheduled run that meets a manual one waits for it (the lease of a dead one is broken).
+                parameters={"root": str(root.resolve()), "params_path": params_path, "overrides": overrides or [],
+                            "wait": True},
                 entrypoint_type=EntrypointType.MODULE_PATH, print_starting_message=True)
     finally:
         stop_server(proc)

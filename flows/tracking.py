@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator, Mapping
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .settings import device_name, tracking_uri
+from .settings import device_name, registered_model_name, tracking_uri
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
@@ -31,6 +32,33 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
 
 _setup_lock = threading.Lock()
 _experiments: dict[tuple[str, str], str] = {}
+
+
+@contextmanager
+def first_touch(uri: str) -> Iterator[None]:
+    """Serialise the first use of a sqlite store between processes (a flock on its folder).
+
+    MLflow creates and migrates a new sqlite store on first use; two processes doing it at once (two
+    clones sharing one new `mlflow.db`) made the second die in the migration (`duplicate column`).
+    """
+    import fcntl
+
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        fd = os.open(Path(uri[len("sqlite:///"):]).parent, os.O_RDONLY)
+    except OSError:  # no such folder: MLflow says so itself
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without flock: go on unserialised, as before
+            pass
+        yield
+    finally:
+        os.close(fd)
 
 
 def setup_mlflow(root: Path, params: Any) -> str:
@@ -52,8 +80,9 @@ def setup_mlflow(root: Path, params: Any) -> str:
         mlflow.set_tracking_uri(uri)
         if key in _experiments:
             return _experiments[key]
-        client = mlflow.MlflowClient(uri)
-        exp = client.get_experiment_by_name(params.tracking.experiment)
+        with first_touch(uri):
+            client = mlflow.MlflowClient(uri)
+            exp = client.get_experiment_by_name(params.tracking.experiment)
         if exp is None:
             location = None
             if uri.startswith("sqlite:///"):
@@ -66,6 +95,31 @@ def setup_mlflow(root: Path, params: Any) -> str:
             exp_id = exp.experiment_id
         _experiments[key] = exp_id
         return exp_id
+
+
+_leases: dict[str, str] = {}  # registered model -> the lease ticket this process holds (flows.locks)
+
+
+def set_lease(model: str, ticket: str | None) -> None:
+    """Record (or forget) the lease ticket this process holds on `model`; `flows.locks` calls it."""
+    if ticket is None:
+        _leases.pop(model, None)
+    else:
+        _leases[model] = ticket
+
+
+def lease_id(model: str) -> str | None:
+    """Our ticket on `model`'s lease (`<model>.lease/v<n>`) while this process holds it."""
+    return _leases.get(model)
+
+
+def owner_tags(model: str) -> dict[str, str]:
+    """Tags that say which process created a run; `flows.recovery` tells dead runs by them."""
+    tags = {"unlearn.owner.pid": str(os.getpid()), "unlearn.owner.host": socket.gethostname(),
+            "unlearn.registered_model": model}
+    if model in _leases:
+        tags["unlearn.owner.lease"] = _leases[model]
+    return tags
 
 
 def git_commit(root: Path) -> str:
@@ -91,12 +145,17 @@ class RunInfo:
 @contextmanager
 def stage_run(root: Path, params: Any, stage: str, *, run_name: str, parent_run_id: str | None,
               tags: Mapping[str, str] | None = None) -> Iterator[RunInfo]:
-    """One MLflow run for one stage, nested under the pipeline's parent run when there is one."""
+    """One MLflow run for one stage, nested under the pipeline's parent run when there is one.
+
+    Tagged with its owner (`owner_tags`), so the next run can tell it was left RUNNING by a
+    dead process (`flows.recovery`).
+    """
     import mlflow
 
     exp_id = setup_mlflow(root, params)
     base_tags = {"pipeline.stage": stage, "launcher": os.environ.get("UNLEARN_LAUNCHER", "dvc"),
-                 "git_commit": git_commit(root), "device": device_name(params)}
+                 "git_commit": git_commit(root), "device": device_name(params),
+                 **owner_tags(registered_model_name(params))}
     base_tags.update(tags or {})
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, parent_run_id=parent_run_id,
                           tags=base_tags) as run:
