@@ -103,7 +103,7 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
             version = str(rec.version)
             if not registry.version_exists(name, version):
                 raise RuntimeError(f"{name} v{version} (method {method}) is not in the tracking store "
-                                   f"{rec.tracking_uri}; re-run its unlearn stage")
+                                   "(re-run its unlearn stage)")
             results, ok, s = _gate_version(params, name, method, version, metrics, base, oracle, split)
             # A version a human rolled back is not put back in production by a later (scheduled) run.
             if ok and registry.version_tags(name, version).get("rolled_back") != "true":
