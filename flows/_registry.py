@@ -95,31 +95,36 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_checkpoint(path: Path, expected: str | None, what: str) -> str:
+def verify_checkpoint(path: Path, expected: str | None, what: str, hint: str = "") -> str:
     """The SHA-256 of checkpoint `path`, checked against `expected`; raises `ChecksumError` on a mismatch.
 
-    A checkpoint saved before checksums were recorded (`expected` None) must at least load.
+    A checkpoint saved before checksums were recorded (`expected` None) must at least load. `hint`, the
+    way out, ends the message.
     """
+    tail = f"; {hint}" if hint else ""
     if not Path(path).exists():
-        raise ChecksumError(f"{what}: checkpoint missing ({path})")
+        raise ChecksumError(f"{what}: checkpoint missing ({path}){tail}")
     got = sha256_file(path)
     if expected and got != expected:
-        raise ChecksumError(f"{what}: checkpoint sha256 mismatch (expected {expected[:12]}, got {got[:12]})")
+        raise ChecksumError(f"{what}: checkpoint sha256 mismatch (expected {expected[:12]}, got {got[:12]}){tail}")
     if not expected:
         import torch
 
         try:
             torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - any failure to read the archive means: not a usable checkpoint
-            raise ChecksumError(f"{what}: checkpoint unreadable (no sha256 recorded; got {got[:12]})") from None
+            raise ChecksumError(f"{what}: checkpoint unreadable (no sha256 recorded; got {got[:12]}){tail}") from None
     return got
+
+
+LOCAL_HINT = "`unlearn run` or `dvc repro` fetches it again"
 
 
 def load_verified(path: Path, expected: str | None, what: str, device: Any = "cpu"):
     """`load_checkpoint(path)` after `verify_checkpoint`: every local read of a model.pt goes through here."""
     from unlearning.models import load_checkpoint
 
-    verify_checkpoint(path, expected, what)
+    verify_checkpoint(path, expected, what, LOCAL_HINT)
     return load_checkpoint(path, device)
 
 

@@ -55,8 +55,7 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
 
     def load(rec: ModelRecord | UnlearnRecord, *where: str):
         path = stage_dir(root, *where) / CHECKPOINT
-        what = f"{path.relative_to(root)} (run `unlearn run` or `dvc repro` to fetch it again)"
-        return registry.load_verified(path, rec.checkpoint_sha256, what, device)
+        return registry.load_verified(path, rec.checkpoint_sha256, str(path.relative_to(root)), device)
 
     original = load(base_rec, "base")
     oracle = None if oracle_rec.skipped else load(oracle_rec, "oracle")

@@ -74,7 +74,8 @@ def unlearn(ctx: StageContext, method: str) -> UnlearnRecord:
 
     device = get_device(params.train.device)
     base_ckpt = stage_dir(root, "base") / CHECKPOINT
-    base_sha = registry.verify_checkpoint(base_ckpt, base.checkpoint_sha256, f"outputs/base/{CHECKPOINT}")
+    base_sha = registry.verify_checkpoint(base_ckpt, base.checkpoint_sha256, f"outputs/base/{CHECKPOINT}",
+                                          registry.LOCAL_HINT)
     seed = params.evaluate.seeds[0]
     cfg = params.unlearn.method_config(method)
     key = unlearn_key(base_sha, info, method, cfg, seed)

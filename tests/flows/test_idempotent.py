@@ -110,6 +110,61 @@ def test_a_truncated_checkpoint_fails_its_checksum_in_one_line(tmp_path, trackin
         R.verify_checkpoint(stored[0], None, "legacy")
 
 
+class Killed(BaseException):
+    """Stands for a SIGKILL: no handler in the stage catches it."""
+
+
+@pytest.fixture
+def stages(tmp_path, tracking):
+    """A project folder with data and a split (no DVC, no Prefect): the stage functions called directly."""
+    from flows.context import StageContext
+    from flows.datastore import materialise
+    from flows.settings import load
+    from flows.version_data import version_data
+    from unlearning.datasets import load_dataset
+
+    params = load(tmp_path, None, ["train.epochs=1", "unlearn.methods=[finetune]", "evaluate.ain=false"])
+    materialise(tmp_path, load_dataset("digits"), {"pending": [], "done": []})
+    ctx = StageContext(tmp_path, params)
+    version_data(ctx)
+    return ctx
+
+
+def _versions() -> list[str]:
+    return sorted(str(v.version) for v in _client().search_model_versions(f"name='{MODEL}'"))
+
+
+def test_a_rerun_after_a_kill_reuses_the_version_the_killed_run_registered(stages, monkeypatch):
+    """Kill train_base after it registered its version, and unlearn after it registered (before its alias):
+    the reruns reuse those versions and register none (before: a second, orphan-making version each)."""
+    import unlearning.steps
+    from flows import _registry
+    from flows.train import train_base
+    from flows.unlearn import unlearn
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(unlearning.steps, "evaluate_model", killed)  # runs after the base model is registered
+        with pytest.raises(Killed):
+            train_base(stages)
+    registered = _versions()
+    assert len(registered) == 1
+    base = train_base(stages)
+    assert _versions() == registered and base.version == registered[0]
+
+    with monkeypatch.context() as m:
+        m.setattr(_registry, "set_alias", killed)  # the version is registered, its alias not yet set
+        with pytest.raises(Killed):
+            unlearn(stages, "finetune")
+    registered = _versions()
+    assert len(registered) == 2
+    rec = unlearn(stages, "finetune")
+    assert _versions() == registered and rec.version == registered[1]
+    assert str(_client().get_model_version_by_alias(MODEL, "candidate-finetune").version) == rec.version
+
+
 @pytest.fixture(scope="module")
 def first(project, prefect_harness):
     return _run(project)
