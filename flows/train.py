@@ -14,6 +14,7 @@ from what is deployed; a corrupt one refuses the run with the way out); without 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from . import _registry as registry
@@ -63,7 +64,7 @@ class CorruptProductionError(ValueError):
     """The production model a deletion run starts from does not verify: the run refuses, naming the way out."""
 
 
-def _production_base(name: str, version: str, ckpt) -> Any:
+def _production_base(name: str, version: str, ckpt: Path) -> Any:
     """Fetch production `version` as this deletion run's base; a corrupt checkpoint refuses the run."""
     mv = registry.client().get_model_version(name, version)
     try:
