@@ -8,10 +8,12 @@ registry's lifecycle is aliases and version tags, not the deprecated stages.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import tempfile
 import threading
 import warnings
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,8 @@ from .settings import CHECKPOINT
 PYFUNC_CODE = Path(__file__).with_name("_pyfunc.py")
 KEY_TAG = "unlearn.key"
 REUSED_TAG = "unlearn.reused"
+CHECKSUM_TAG = "checkpoint_sha256"  # SHA-256 of model.pt, computed when it was saved (record, run, version)
+CORRUPT_TAG = "checkpoint_corrupt"  # set on a version whose stored checkpoint failed verification
 _log_lock = threading.Lock()
 
 
@@ -78,37 +82,127 @@ def register(registered_name: str, model_uri: str, tags: dict[str, Any]) -> str:
     return str(mv.version)
 
 
-def fetch_checkpoint(model_uri: str, dest: Path) -> Path:
-    """Copy the checkpoint of a logged or registered model (`models:/...`) to `dest`."""
+class ChecksumError(ValueError):
+    """A checkpoint whose bytes are not the ones saved (truncated, altered): the message is one line."""
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file, hex."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_checkpoint(path: Path, expected: str | None, what: str, hint: str = "") -> str:
+    """The SHA-256 of checkpoint `path`, checked against `expected`; raises `ChecksumError` on a mismatch.
+
+    A checkpoint saved before checksums were recorded (`expected` None) must at least load. `hint`, the
+    way out, ends the message.
+    """
+    tail = f"; {hint}" if hint else ""
+    if not Path(path).exists():
+        raise ChecksumError(f"{what}: checkpoint missing ({path}){tail}")
+    got = sha256_file(path)
+    if expected and got != expected:
+        raise ChecksumError(f"{what}: checkpoint sha256 mismatch (expected {expected[:12]}, got {got[:12]}){tail}")
+    if not expected:
+        import torch
+
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - any failure to read the archive means: not a usable checkpoint
+            raise ChecksumError(f"{what}: checkpoint unreadable (no sha256 recorded; got {got[:12]}){tail}") from None
+    return got
+
+
+LOCAL_HINT = "`unlearn run` or `dvc repro` fetches it again"
+
+
+def load_verified(path: Path, expected: str | None, what: str, device: Any = "cpu"):
+    """`load_checkpoint(path)` after `verify_checkpoint`: every local read of a model.pt goes through here."""
+    from unlearning.models import load_checkpoint
+
+    verify_checkpoint(path, expected, what, LOCAL_HINT)
+    return load_checkpoint(path, device)
+
+
+def fetch_checkpoint(model_uri: str, dest: Path, expected: str | None = None, what: str | None = None) -> Path:
+    """Copy the checkpoint of a logged or registered model (`models:/...`) to `dest`, verified first.
+
+    Raises `ChecksumError` (and leaves `dest` alone) when the stored bytes do not match `expected`.
+    """
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
         found = list(local.rglob(CHECKPOINT))
         if not found:
-            raise FileNotFoundError(f"{model_uri}: no {CHECKPOINT} among its artifacts")
+            raise ChecksumError(f"{what or model_uri}: no {CHECKPOINT} among its artifacts")
+        verify_checkpoint(found[0], expected, what or model_uri)
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(found[0], dest)
     return dest
 
 
-def find_by_key(experiment_id: str, key: str):
-    """The newest finished run that trained (not reused) a model with content key `key`, or None."""
-    import mlflow
+def versions_by_key(registered_name: str, key: str) -> list:
+    """Versions of `registered_name` registered under content key `key`, newest first."""
+    try:
+        found = client().search_model_versions(f"name = '{registered_name}' and tags.`{KEY_TAG}` = '{key}'")
+    except Exception:  # noqa: BLE001 - no registered model yet (or a store that cannot filter): nothing to reuse
+        return []
+    return sorted(found, key=lambda mv: int(mv.version), reverse=True)
 
-    runs = client().search_runs([experiment_id], filter_string=(
-        f"tags.`{KEY_TAG}` = '{key}' and tags.`{REUSED_TAG}` = 'false' and attributes.status = 'FINISHED'"),
-        order_by=["attributes.start_time DESC"], max_results=5)
-    for run in runs:
-        uri = run.data.tags.get("model_uri")
-        if not uri:
+
+def reuse_by_key(registered_name: str, key: str, dest: Path, report: Callable[[str], None]):
+    """The newest version with content key `key` whose checkpoint verifies, fetched to `dest`; else None.
+
+    Looked up in the registry (not among finished runs), so a version registered by a run that was killed
+    afterwards is reused, not registered again. A version whose stored checkpoint does not verify is
+    reported in one line, tagged `checkpoint_corrupt`, and skipped: the caller trains again.
+    """
+    for mv in versions_by_key(registered_name, key):
+        if mv.tags.get(CORRUPT_TAG):
             continue
         try:
-            mlflow.MlflowClient().get_logged_model(uri.removeprefix("models:/"))
-        except mlflow.exceptions.MlflowException:
-            continue
-        return run
+            fetch_checkpoint(mv.source, dest, mv.tags.get(CHECKSUM_TAG), f"{registered_name} v{mv.version}")
+            return mv
+        except ChecksumError as err:
+            report(f"{err}; not reused, making it again")
+            set_tags(registered_name, str(mv.version), {CORRUPT_TAG: str(err)})
     return None
+
+
+def reporter(log: Callable[[dict[str, Any]], None] | None, label: str) -> Callable[[str], None]:
+    """One-line notices of a stage (a corrupt checkpoint skipped): to its console log, else to stderr."""
+    import sys
+
+    def report(message: str) -> None:
+        if log is not None:
+            log({"stage": message})
+        else:
+            print(f"{label}: {message}", file=sys.stderr, flush=True)
+
+    return report
+
+
+def model_id_of(mv: Any) -> str:
+    """The LoggedModel id of a version (search results may leave `model_id` empty; the source names it)."""
+    source = str(mv.source or "")
+    return getattr(mv, "model_id", None) or (source.removeprefix("models:/") if source.startswith("models:/m-") else "")
+
+
+def run_metrics(run_id: str | None) -> dict[str, float]:
+    """The metrics of run `run_id` ({} when there is no such run)."""
+    import mlflow
+
+    if not run_id:
+        return {}
+    try:
+        return dict(client().get_run(run_id).data.metrics)
+    except mlflow.exceptions.MlflowException:
+        return {}
 
 
 def alias_version(registered_name: str, alias: str) -> str | None:

@@ -2,16 +2,18 @@
 
 Writes `outputs/metrics/<method>.json` (DVC metrics, flat names), `outputs/plots/<method>.csv` (per-class
 test accuracy of base, oracle and unlearned model: a DVC plot) and, under `outputs/evaluate/<method>/`,
-the PNG plots that also go to MLflow, and the stage's `EvalRecord`.
+the PNG plots that also go to MLflow, and the stage's `EvalRecord` (content only; this run's MLflow run
+is in `outputs/runs/evaluate-<method>.json`). Every model.pt read here is checked against its SHA-256.
 """
 
 from __future__ import annotations
 
 import math
 
+from . import _registry as registry
 from .context import StageContext
 from .plots import write_per_class_csv, write_pngs
-from .records import EvalRecord, ModelRecord, UnlearnRecord, write_json
+from .records import EvalRecord, ModelRecord, StageRun, UnlearnRecord, write_json
 from .settings import (
     CHECKPOINT,
     MODEL_FILE,
@@ -28,7 +30,6 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
     """Score the unlearned model of `method`; writes its metrics, plots and record."""
     import mlflow
 
-    from unlearning.models import load_checkpoint
     from unlearning.steps import evaluate_model, timing_metrics
     from unlearning.utils import get_device
 
@@ -41,18 +42,24 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
     outdir = stage_dir(root, "evaluate", method)
     outdir.mkdir(parents=True, exist_ok=True)
     csv_path = root / PLOTS_DIR / f"{method}.csv"
+    runs_file = StageRun.path(root, "evaluate", method)
     if unlearned.skipped:  # nothing to score; the DVC outs still exist and say so
         write_per_class_csv(csv_path, split, {})
         write_json(metrics_file(root, method), {})
-        record = EvalRecord(method=method, run_id=unlearned.run_id, tracking_uri=tracking_uri(root, params),
-                            skipped=True, reason=unlearned.reason, **info.lineage())
+        record = EvalRecord(method=method, skipped=True, reason=unlearned.reason, **info.lineage())
         record.write(outdir / RECORD_FILE)
+        StageRun(stage="evaluate", source="skipped", tracking_uri=tracking_uri(root, params)).write(runs_file)
         return record
     base_rec = ModelRecord.read(stage_dir(root, "base") / MODEL_FILE)
     oracle_rec = ModelRecord.read(stage_dir(root, "oracle") / MODEL_FILE)
-    original = load_checkpoint(stage_dir(root, "base") / CHECKPOINT, device)
-    oracle = None if oracle_rec.skipped else load_checkpoint(stage_dir(root, "oracle") / CHECKPOINT, device)
-    model = load_checkpoint(stage_dir(root, "unlearn", method) / CHECKPOINT, device)
+
+    def load(rec: ModelRecord | UnlearnRecord, *where: str):
+        path = stage_dir(root, *where) / CHECKPOINT
+        return registry.load_verified(path, rec.checkpoint_sha256, str(path.relative_to(root)), device)
+
+    original = load(base_rec, "base")
+    oracle = None if oracle_rec.skipped else load(oracle_rec, "oracle")
+    model = load(unlearned, "unlearn", method)
 
     seed = params.evaluate.seeds[0]
     tags = {**info.lineage(), "method": method, "model_version": unlearned.version or "",
@@ -72,8 +79,10 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
         write_per_class_csv(csv_path, split, models)
         mlflow.log_artifact(str(csv_path), "plots")
     write_json(metrics_file(root, method), metrics)
-    record = EvalRecord(method=method, run_id=run.run_id, tracking_uri=tracking_uri(root, params),
-                        model_version=unlearned.version,
+    record = EvalRecord(method=method, model_version=unlearned.version,
+                        checkpoint_sha256=unlearned.checkpoint_sha256,
                         metrics_file=str(metrics_file(root, method).relative_to(root)), **info.lineage())
     record.write(outdir / RECORD_FILE)
+    StageRun(stage="evaluate", run_id=run.run_id, source="evaluated",
+             tracking_uri=tracking_uri(root, params)).write(runs_file)
     return record

@@ -26,7 +26,7 @@ from .faults import crash_point
 from .ledger import Ledger, LedgerError
 from .locks import hold
 from .preflight import check_run
-from .records import EvalRecord, Record, UnlearnRecord, read_json
+from .records import EvalRecord, Record, StageRun, UnlearnRecord, read_json
 from .settings import (
     RECORD_FILE,
     device_name,
@@ -59,7 +59,8 @@ PRIOR = {"unlearn": UnlearnRecord, "evaluate": EvalRecord}  # stages skipped whe
 
 
 def _unchanged(ctx: StageContext, stage: str, method: str, record: bool) -> Record | None:
-    """The stored record of a per-method stage that DVC reports unchanged and whose MLflow run still exists."""
+    """The stored record of a per-method stage that DVC reports unchanged and whose model is still in the
+    registry (same version, same checkpoint SHA-256: a record from another tracking store does not count)."""
     import mlflow
 
     path = stage_dir(ctx.root, stage, method) / RECORD_FILE
@@ -67,15 +68,17 @@ def _unchanged(ctx: StageContext, stage: str, method: str, record: bool) -> Reco
         return None
     try:
         prev = PRIOR[stage].read(path)
-        if prev.tracking_uri != tracking_uri(ctx.root, ctx.params):
-            return None
         setup_mlflow(ctx.root, ctx.params)
-        registry.client().get_run(prev.run_id)
-    except Exception:  # noqa: BLE001 - an unreadable record or a lost run means: run it again
+        version = getattr(prev, "version", None) or getattr(prev, "model_version", None)
+        if version:
+            tags = registry.version_tags(registered_model_name(ctx.params), version)
+            if tags.get(registry.CHECKSUM_TAG) != prev.checkpoint_sha256:
+                return None
+    except Exception:  # noqa: BLE001 - an unreadable record or a lost version means: run it again
         return None
-    version = getattr(prev, "version", None) or getattr(prev, "model_version", None)
-    if version and not registry.version_exists(registered_model_name(ctx.params), version):
-        return None
+    runs_file = StageRun.path(ctx.root, stage, method)
+    last = StageRun.read(runs_file) if runs_file.exists() else None
+    made_by = (last.reused_from or last.run_id) if last is not None else None
     # The note run carries the kept figures, so a comparison in MLflow still sees this run's numbers.
     if stage == "evaluate":
         kept = read_json(metrics_file(ctx.root, method)) if metrics_file(ctx.root, method).exists() else {}
@@ -83,9 +86,12 @@ def _unchanged(ctx: StageContext, stage: str, method: str, record: bool) -> Reco
         kept = {"time/s": prev.time_s}
     with stage_run(ctx.root, ctx.params, stage, run_name=f"{label(stage, method)} (unchanged)",
                    parent_run_id=ctx.parent_run_id,
-                   tags={"unlearn.reused": "true", "reused_from": prev.run_id, "method": method,
-                         "mlflow.note.content": f"dvc status: unchanged; outputs of run {prev.run_id} reused."}):
+                   tags={"unlearn.reused": "true", "reused_from": made_by or "", "method": method,
+                         "mlflow.note.content": "dvc status: unchanged; outputs kept"
+                                                + (f" (made by run {made_by})." if made_by else ".")}) as run:
         mlflow.log_metrics({k: v for k, v in kept.items() if isinstance(v, int | float) and math.isfinite(v)})
+    StageRun(stage=stage, run_id=run.run_id, source="unchanged", tracking_uri=tracking_uri(ctx.root, ctx.params),
+             reused_from=made_by).write(runs_file)
     return prev
 
 

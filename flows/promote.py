@@ -18,11 +18,20 @@ from .context import StageContext
 from .gates import Gate, check_gates, score
 from .ledger import Ledger
 from .production import move_production, violations
-from .records import EvalRecord, ModelRecord, PromotionRecord, SplitRecord, UnlearnRecord, read_json
+from .records import (
+    EvalRecord,
+    ModelRecord,
+    PromotionRecord,
+    SplitRecord,
+    UnlearnRecord,
+    read_json,
+    write_json,
+)
 from .settings import (
     MODEL_FILE,
     PROMOTE_FILE,
     RECORD_FILE,
+    RUNS_DIR,
     device_name,
     metrics_file,
     registered_model_name,
@@ -104,7 +113,7 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
             version = str(rec.version)
             if not registry.version_exists(name, version):
                 raise RuntimeError(f"{name} v{version} (method {method}) is not in the tracking store "
-                                   f"{rec.tracking_uri}; re-run its unlearn stage")
+                                   "(re-run its unlearn stage)")
             results, ok, s = _gate_version(params, name, method, version, metrics, base, oracle, split)
             # A version a human rolled back is not put back in production by a later (scheduled) run.
             if ok and registry.version_tags(name, version).get("rolled_back") != "true":
@@ -160,4 +169,6 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
             c.set_tag(parent_run_id, "production_version", str(production or ""))
             c.set_tag(parent_run_id, "mlflow.note.content", table)
     record.write(root / PROMOTE_FILE)
+    write_json(root / RUNS_DIR / "register_and_promote.json",
+               {"run_id": record.run_id, "promoted": record.promoted, "message": record.message, "table": table})
     return record

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 RecordT = TypeVar("RecordT", bound="Record")
 
@@ -100,6 +100,7 @@ class ModelRecord(Record):
     version: str | None = None
     key: str | None = None
     time_s: float | None = None
+    checkpoint_sha256: str | None = None  # of model.pt, as saved; every fetch and local read verifies it
     from_production: bool = False
     data_hash: str | None = None
     request_hash: str | None = None
@@ -108,20 +109,27 @@ class ModelRecord(Record):
 
 
 class StageRun(Record):
-    """What one run of a stage did (not tracked by DVC: it changes every run)."""
+    """What one run of a stage did (not tracked by DVC: it changes every run).
+
+    Written to `outputs/runs/<role>.json` (base, oracle) and `outputs/runs/<stage>-<method>.json`."""
 
     stage: str
     run_id: str | None = None
-    source: str = ""  # trained | reused | production vN | skipped
+    source: str = ""  # trained | reused | production vN | skipped | unchanged
     tracking_uri: str = ""
+    reused_from: str | None = None  # the run that made the model this run reused
+
+    @staticmethod
+    def path(root: Path, stage: str, method: str | None = None) -> Path:
+        """`outputs/runs/<stage>[-<method>].json`."""
+        return Path(root) / "outputs" / "runs" / (f"{stage}-{method}.json" if method else f"{stage}.json")
 
 
 class MethodRecord(Record):
-    """What the per-method stages share: the method, its MLflow run, whether it was skipped, the lineage."""
+    """What the per-method stages share: the method, whether it was skipped, the lineage. Content only
+    (DVC outs): the MLflow run of a stage is in its `StageRun`, so an identical rerun leaves these unchanged."""
 
     method: str
-    run_id: str
-    tracking_uri: str
     skipped: bool = False
     reason: str | None = None
     data_hash: str = ""
@@ -131,13 +139,16 @@ class MethodRecord(Record):
 
 
 class UnlearnRecord(MethodRecord):
-    """One method's unlearned model, or why the method was skipped."""
+    """One method's unlearned model (the same bytes whether made in this run or reused by key), or why the
+    method was skipped."""
 
     model_uri: str | None = None
     model_id: str | None = None
     registered_model: str | None = None
     version: str | None = None
-    time_s: float | None = None
+    key: str | None = None  # content key: hash(base checkpoint, data, request, method, its config, seed)
+    checkpoint_sha256: str | None = None
+    time_s: float | None = None  # measured when the version was made (also when reused)
     touched: list[str] = []
     base_version: str | None = None
 
@@ -146,20 +157,26 @@ class EvalRecord(MethodRecord):
     """The scoring of one unlearned model (its metrics are the DVC metrics file beside it)."""
 
     model_version: str | None = None
+    checkpoint_sha256: str | None = None  # of the scored model
     metrics_file: str | None = None
 
 
 class PromotionRecord(Record):
-    """The decision of `register_and_promote`."""
+    """The decision of `register_and_promote`.
+
+    The file (a DVC out) holds the resulting state only. What this run did (moved production or found it
+    in place, its message and table, its MLflow run) is kept out of it and written to
+    `outputs/runs/register_and_promote.json`: a rerun with nothing changed leaves dvc.lock as it was.
+    """
 
     production: str | None
     previous: str | None
-    promoted: bool
-    message: str
+    promoted: bool = Field(exclude=True)
+    message: str = Field(exclude=True)
     passing: list[str]
     refused: dict[str, list[str]]
     skipped: dict[str, str]
     registered_model: str
-    run_id: str
+    run_id: str | None = Field(default=None, exclude=True)
     gates: dict[str, dict[str, str]]
-    table: str  # the results and gates as Markdown
+    table: str = Field(exclude=True)  # the results and gates as Markdown

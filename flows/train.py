@@ -1,10 +1,12 @@
 """Stages `train_base` and `retrain_oracle`: the original model and the retain-only oracle.
 
 Both are content-addressed: the key is hash(data version, forget request, model, training params, seed).
-When MLflow already holds a finished run that trained a model under that key, its checkpoint is fetched
-instead of training again, and this run says so (run name "... (reused)", tags `unlearn.reused=true`,
-`reused_from=<run id>`). For a run that processes deletion requests, the base is the model in
-`production` (unlearning starts from what is deployed); without one, the base model is trained.
+When the registry already holds a version under that key (a version tag, so a version registered by a
+run killed afterwards counts too) whose checkpoint verifies, it is fetched instead of training again,
+and this run says so (run name "... (reused)", tags `unlearn.reused=true`, `reused_from=<run id>`). A
+version whose stored checkpoint fails its SHA-256 is reported in one line and the model is trained again.
+For a run that processes deletion requests, the base is the model in `production` (unlearning starts
+from what is deployed; a corrupt one refuses the run with the way out); without one, it is trained.
 
 `python -m flows.stages train_base|retrain_oracle` is the DVC stage command.
 """
@@ -12,6 +14,7 @@ instead of training again, and this run says so (run name "... (reused)", tags `
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from . import _registry as registry
@@ -57,11 +60,33 @@ def _write(ctx: StageContext, record: ModelRecord, run: StageRun, metrics: dict[
     return record
 
 
+class CorruptProductionError(ValueError):
+    """The production model a deletion run starts from does not verify: the run refuses, naming the way out."""
+
+
+def _production_base(name: str, version: str, ckpt: Path, removed: list[str]) -> Any:
+    """Fetch production `version` as this deletion run's base; a corrupt checkpoint, or one that does not
+    honour the done requests (production moved outside unlearn), refuses the run."""
+    mv = registry.client().get_model_version(name, version)
+    missing = [h for h in removed if h not in mv.tags.get("honours", "").split(",")]
+    if missing:
+        raise CorruptProductionError(f"production v{version} of {name} does not honour {len(missing)} done deletion "
+                                     f"request(s) ({', '.join(missing[:5])}): it was moved outside unlearn; a "
+                                     "deletion run cannot start from it: `unlearn promote <version>` one that does")
+    try:
+        registry.fetch_checkpoint(mv.source, ckpt, mv.tags.get(registry.CHECKSUM_TAG),
+                                  f"production v{version} of {name}")
+    except registry.ChecksumError as err:
+        raise CorruptProductionError(f"{err}; a deletion run cannot start from it: put a sound version back with "
+                                     "`unlearn rollback`, or `unlearn promote <version> --force`") from None
+    return mv
+
+
 def _train_model(ctx: StageContext, role: str) -> ModelRecord:
     """Train (or reuse) the `base` or `oracle` model; writes outputs/<role>/{model.pt,model.json}."""
     import mlflow
 
-    from unlearning.models import load_checkpoint, save_checkpoint
+    from unlearning.models import save_checkpoint
     from unlearning.steps import evaluate_model, train_oracle, train_original
     from unlearning.utils import get_device
 
@@ -79,19 +104,23 @@ def _train_model(ctx: StageContext, role: str) -> ModelRecord:
     split, info = load_split(root)
     lineage = info.lineage(forgets=role == "oracle")  # the base model saw this run's forget set
     name = registered_model_name(params)
-    exp_id = setup_mlflow(root, params)
+    setup_mlflow(root, params)
     key = content_key(params, info, role)
     ckpt = outdir / CHECKPOINT
     device = get_device(params.train.device)
 
-    source, prior, production = "trained", None, None
+    # Looked up (and verified) before the run starts: a corrupt production model refuses the run here.
+    source, mv, production = "trained", None, None
     if role == "base" and info.source == "deletion requests":
         production = registry.alias_version(name, "production")
         if production:
+            mv = _production_base(name, production, ckpt, info.removed_requests)
             source = f"production v{production}"
+            # What the unlearned versions honour starts from what this base honours (flows.production).
+            lineage["honours"] = mv.tags.get("honours", "")
     if production is None:
-        prior = registry.find_by_key(exp_id, key)
-        if prior is not None:
+        mv = registry.reuse_by_key(name, key, ckpt, registry.reporter(ctx.log, stage))
+        if mv is not None:
             source = "reused"
     run_name = stage + ("" if source == "trained" else f" ({source})")
     tags = {**lineage, registry.KEY_TAG: key, registry.REUSED_TAG: str(source != "trained").lower(),
@@ -100,41 +129,43 @@ def _train_model(ctx: StageContext, role: str) -> ModelRecord:
         mlflow.log_params(flatten({"data": params.data.model_dump(), "model": params.model.model_dump(),
                                    "train": params.train.model_dump()}))
         metrics = None
-        if production is not None:
-            mv = registry.client().get_model_version(name, production)
-            model_uri, version = f"models:/{name}/{production}", production
-            registry.fetch_checkpoint(model_uri, ckpt)
-            time_s = float("nan")
-            model_id = getattr(mv, "model_id", None) or ""
-            mlflow.set_tags({"reused_from": mv.run_id or "", "mlflow.note.content":
-                             f"Deletion run: unlearning starts from production v{production}; nothing trained."})
-        elif prior is not None:
-            model_uri, model_id = prior.data.tags["model_uri"], prior.data.tags.get("model_id", "")
-            version = prior.data.tags.get("registered_version", "")
-            registry.fetch_checkpoint(model_uri, ckpt)
-            time_s = float(prior.data.metrics.get("time/s", float("nan")))
-            metrics = dict(prior.data.metrics)
-            mlflow.set_tags({"reused_from": prior.info.run_id, "mlflow.note.content":
-                             f"Reused the model of run {prior.info.run_id} (same content key {key}); "
-                             "nothing trained."})
+        if mv is not None:
+            model_uri, model_id, version = mv.source, registry.model_id_of(mv), str(mv.version)
+            sha = registry.verify_checkpoint(ckpt, mv.tags.get(registry.CHECKSUM_TAG), f"{name} v{version}")
+            prior = registry.run_metrics(mv.run_id)
+            if production is not None:
+                time_s = float("nan")
+                note = f"Deletion run: unlearning starts from production v{production}; nothing trained."
+            else:
+                time_s = prior.get("time/s", float("nan"))
+                # The metrics of the run that made it (logged after its evaluation: a run killed earlier has
+                # only `time/s`, and the model is evaluated here instead).
+                metrics = prior if set(prior) - {"time/s"} else None
+                note = f"Reused {name} v{version} (same content key {key}); nothing trained."
+            mlflow.set_tags({"reused_from": mv.run_id or "", "mlflow.note.content": note})
         else:
             train_fn = train_original if role == "base" else train_oracle
             model, time_s = train_fn(params, split, log=ctx.log)
             save_checkpoint(model, ckpt)
+            sha = registry.sha256_file(ckpt)
             model_id, model_uri = registry.log_model(ckpt)
+            # Logged before registering: a run killed after it leaves a version that a rerun reuses, time included.
+            mlflow.log_metric("time/s", time_s)
             version = registry.register(name, model_uri, {"role": role, "run_id": run.run_id, registry.KEY_TAG: key,
-                                                          **lineage, "git_commit": git_commit(root)})
+                                                          registry.CHECKSUM_TAG: sha, **lineage,
+                                                          "git_commit": git_commit(root)})
         mlflow.set_tags({"model_uri": model_uri, "model_id": model_id, "registered_model": name,
-                         "registered_version": version})
+                         "registered_version": version, registry.CHECKSUM_TAG: sha})
         if metrics is None:
-            model = load_checkpoint(ckpt, device)
+            model = registry.load_verified(ckpt, sha, f"outputs/{role}/{CHECKPOINT}", device)
             metrics = evaluate_model(params, model, split, seed=params.evaluate.seeds[0])
             metrics["time/s"] = time_s
         # Finite values only, as MLflow keeps them: a reused model then writes the same metrics file.
         metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
         mlflow.log_metrics(metrics)
     record = ModelRecord(role=role, model_uri=model_uri, model_id=model_id, registered_model=name, version=version,
-                         key=key, time_s=time_s if math.isfinite(time_s) else None,
+                         key=key, time_s=time_s if math.isfinite(time_s) else None, checkpoint_sha256=sha,
                          from_production=production is not None, **lineage)
     return _write(ctx, record, StageRun(stage=stage, run_id=run.run_id, source=source,
-                                        tracking_uri=tracking_uri(root, params)), metrics)
+                                        tracking_uri=tracking_uri(root, params),
+                                        reused_from=mv.run_id if mv is not None else None), metrics)

@@ -80,7 +80,6 @@ def fake_outputs(root: Path, versions: dict[str, str], metrics: dict[str, dict])
     write_json(metrics_file(root, "oracle"), ORACLE)
     ModelRecord(role="oracle", version="0").write(stage_dir(root, "oracle") / MODEL_FILE)
     for method, version in versions.items():
-        UnlearnRecord(method=method, run_id="r", tracking_uri="", version=version).write(
-            stage_dir(root, "unlearn", method) / RECORD_FILE)
-        EvalRecord(method=method, run_id="r", tracking_uri="").write(stage_dir(root, "evaluate", method) / RECORD_FILE)
+        UnlearnRecord(method=method, version=version).write(stage_dir(root, "unlearn", method) / RECORD_FILE)
+        EvalRecord(method=method).write(stage_dir(root, "evaluate", method) / RECORD_FILE)
         write_json(metrics_file(root, method), metrics[method])
