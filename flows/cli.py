@@ -162,56 +162,10 @@ def cmd_methods(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from . import _registry as registry
-    from . import deletions
-    from .ledger import Ledger
-    from .production import reconcile, violations
-    from .settings import mask_credentials, registered_model_name, tracking_uri
-    from .tracking import setup_mlflow
+    from .status import status
 
     root = args.root.resolve()
-    params = _params(args)
-    setup_mlflow(root, params)
-    name = registered_model_name(params)
-    ledger = Ledger(root, params)
-    reconcile(ledger, params, name)  # a promotion a crash cut short is completed first
-    reqs = deletions.load_all(ledger, params.data.name)
-    pending = [r for r in reqs if r["status"] == "pending"]
-    print(f"deletion requests: {len(pending)} pending, {sum(r['status'] == 'done' for r in reqs)} done, "
-          f"{sum(r['status'] == 'refused' for r in reqs)} refused, {sum(r['status'] == 'cancelled' for r in reqs)} "
-          "cancelled")
-    for r in pending:
-        what = f"{r.get('n_ids', '?')} ids" if r["kind"] == "ids" else f"classes {r.get('classes')}"
-        print(f"  pending {r['hash']}  {r['dataset']}  {what}  since {r.get('created', '?')}")
-    for r in reqs:
-        if r["status"] == "refused":
-            print(f"  refused {r['hash']}  reasons: {r.get('result', {}).get('reasons')}")
-    prod = registry.alias_version(name, "production")
-    if prod is None:
-        print(f"production: none yet for {name} ({mask_credentials(tracking_uri(root, params))})")
-        return 0
-    tags = registry.version_tags(name, prod)
-    print(f"production: {name} v{prod} (previous: v{registry.alias_version(name, 'previous') or '-'})")
-    missing = violations(ledger, params, tags)
-    n_done = sum(r["status"] == "done" for r in reqs)
-    if missing:  # only a move made outside unlearn (the MLflow UI, the API) can get here
-        print(f"  WARNING: v{prod} does not honour {len(missing)} done deletion request(s): {', '.join(missing)}; "
-              "it was moved outside unlearn. Promote a version that honours them (unlearn promote VERSION)")
-    elif n_done:
-        print(f"  honours every done deletion request ({n_done})")
-    for key in ("role", "method", "gates", "score", "promoted", "forced_by", "forced_reason", "data_hash",
-                "request_hash", "requests", "honours", "data_touched", "run_id", "git_commit"):
-        if tags.get(key):
-            print(f"  {key:<13} {tags[key]}")
-    base = tags.get("base_version")
-    chain = []
-    while base and registry.version_exists(name, base) and len(chain) < 20:
-        bt = registry.version_tags(name, base)
-        chain.append(f"v{base} ({bt.get('role')}{' ' + bt['method'] if bt.get('method') else ''}, "
-                     f"data {bt.get('data_hash', '?')[:12]})")
-        base = bt.get("base_version")
-    if chain:
-        print("  lineage       " + " <- ".join([f"v{prod}"] + chain))
+    print(status(root, _params(args)))
     return 0
 
 

@@ -122,7 +122,7 @@ def create(ledger: Ledger, dataset, *, ids: list[int] | None = None, ids_file: s
             parsed.append(int(c) if str(c).lstrip("-").isdigit() else str(c))
         body = {"dataset": dataset.name, "kind": "classes", "classes": parsed}
     body["hash"] = body_hash(body)
-    check(body, dataset, set())  # what the request alone can get wrong, before the store is opened
+    alone = check(body, dataset, set())  # what the request alone can get wrong, before the store is opened
     existing = load_all(ledger)
     for req in existing:
         if req["hash"] == body["hash"]:
@@ -135,8 +135,8 @@ def create(ledger: Ledger, dataset, *, ids: list[int] | None = None, ids_file: s
             ledger.set_status([req["hash"]], "pending", requeued_after=req.get("result"))
             return {**req, "status": "pending"}, True
     _, union, deleted = validate_pending(ledger, dataset, existing)
+    _leaves_samples(f"request {body['hash']}", set(union) | deleted | set(alone), dataset)
     new = check(body, dataset, deleted)
-    _leaves_samples(f"request {body['hash']}", set(union) | deleted | set(new), dataset)
     source = "--ids-file" if ids_file else ("--ids" if ids is not None else "--classes")
     req = ledger.add({k: v for k, v in body.items() if k != "hash"}, n_ids=len(new), source=source)
     return req, True

@@ -130,11 +130,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     name = label(args.stage, method)
-    with Console() as console:
-        console.say("starting", label=name)
-        ctx = StageContext(root, params, log=console.log_fn(name))
-        record = run_stage(ctx, args.stage, method)
-        console.say(summary(record), label=name)
+    from .locks import Busy, hold
+
+    try:  # one writer at a time: not beside an `unlearn run` of this folder or another clone of this model
+        with hold(root, params, f"dvc stage {address(args.stage, method)}"), Console() as console:
+            console.say("starting", label=name)
+            ctx = StageContext(root, params, log=console.log_fn(name))
+            record = run_stage(ctx, args.stage, method)
+            console.say(summary(record), label=name)
+    except Busy as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

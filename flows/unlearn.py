@@ -18,6 +18,7 @@ from typing import Any
 
 from . import _registry as registry
 from .context import StageContext
+from .faults import crash_point
 from .records import ModelRecord, SplitRecord, StageRun, UnlearnRecord
 from .settings import CHECKPOINT, MODEL_FILE, RECORD_FILE, registered_model_name, stage_dir, tracking_uri
 from .tracking import flatten, git_commit, setup_mlflow, stage_run
@@ -131,6 +132,7 @@ def unlearn(ctx: StageContext, method: str) -> UnlearnRecord:
         version = registry.register(name, model_uri, {"role": "unlearned", "run_id": run.run_id,
                                                       "data_touched": touched, "git_commit": git_commit(root),
                                                       registry.KEY_TAG: key, registry.CHECKSUM_TAG: sha, **lineage})
+        crash_point("unlearn:registered")
         registry.set_alias(name, alias, version)
         mlflow.set_tags({"data_touched": touched, "model_uri": model_uri, "model_id": model_id,
                          "registered_model": name, "registered_version": version})

@@ -14,7 +14,7 @@ import subprocess
 import sys
 
 import pytest
-from flowtest_utils import make_project, new_store
+from flowtest_utils import TINY, make_project, new_store
 
 pytestmark = pytest.mark.slow
 
@@ -60,7 +60,9 @@ def test_a_run_killed_anywhere_finishes_on_rerun_without_orphans_or_double_proce
                                                                                        mlflow_template):
     import mlflow
 
-    root = make_project(tmp_path_factory.mktemp("faults"))
+    # Gates that any version passes: the promotion (and its crash point) must be reached.
+    gates = {"forget_acc_vs_oracle": 100.0, "retain_acc_drop": 100.0, "test_acc_drop": 100.0, "mia_vs_oracle": 100.0}
+    root = make_project(tmp_path_factory.mktemp("faults"), {**TINY, ("promote", "gates"): gates})
     env = {**os.environ, "MLFLOW_TRACKING_URI": new_store(mlflow_template, root),
            "PREFECT_HOME": str(tmp_path_factory.mktemp("prefect_home")), "UNLEARNING_PLAIN": "1"}
     env.pop("PREFECT_API_URL", None)

@@ -118,11 +118,12 @@ def stages(tmp_path, tracking):
     """A project folder with data and a split (no DVC, no Prefect): the stage functions called directly."""
     from flows.context import StageContext
     from flows.datastore import materialise
-    from flows.settings import load
     from flows.version_data import version_data
     from unlearning.datasets import load_dataset
+    from unlearning.params import parse_params
 
-    params = load(tmp_path, None, ["train.epochs=1", "unlearn.methods=[finetune]", "evaluate.ain=false"])
+    # parse_params, not settings.load: overrides there would make this an experiment (`digits-mlp-exp`).
+    params = parse_params({}, ["train.epochs=1", "unlearn.methods=[finetune]", "evaluate.ain=false"])
     materialise(tmp_path, load_dataset("digits"), {"pending": [], "done": []})
     ctx = StageContext(tmp_path, params)
     version_data(ctx)

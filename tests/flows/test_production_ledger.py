@@ -193,3 +193,27 @@ def test_experiments_register_apart_and_never_process_requests(registry, digits_
     assert SplitRecord.read(root / SPLIT_FILE).request["classes"] == [3]
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "abc")  # what `dvc exp run` sets for its stages
     assert registered_model_name(load(root, None)) == "digits-mlp-exp"
+
+
+def test_refusals_are_one_line_with_their_exit_codes(served, capsys):
+    """The CLI's refusals around production and the ledger: exit 1 for a refused move, 2 for bad input."""
+    root, params, ledger, h, (v_base, v1, v2) = served
+    fake_outputs(root, {"neggrad": v2}, {"neggrad": BETTER})
+    promote_stage(StageContext(root, only(params, "neggrad")))  # h is done now, honoured by v3 only
+    r = ["--root", str(root)]
+    rows = [
+        (["promote", v1, *r], 1, f"promotion refused: {NAME} v{v1} does not honour 1 deletion request(s)"),
+        (["promote", v_base, "--force", "--reason", "x", *r], 1, f"v{v_base} does not honour 1 deletion"),
+        (["rollback", *r], 1, f"rollback refused: {NAME} v{v1} does not honour"),
+        (["promote", v_base, "--force", *r], 2, "--force needs --reason TEXT"),
+        (["promote", "abc", *r], 2, "VERSION must be a version number such as 7; got 'abc'"),
+        (["promote", "99", *r], 1, f"{NAME} has no version 99"),
+        (["request", "--cancel", "0123456789ab", *r], 2, "--cancel: no deletion request '0123456789ab'"),
+        (["request", "--cancel", h, *r], 2, f"--cancel: request {h} is done"),
+        (["request", "--classes", "0,1,2,3,4,5,6,7,8,9", *r], 2, "would delete every training sample"),
+    ]
+    for argv, code, fragment in rows:
+        assert main(argv) == code, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and fragment in err[0], (argv, err)
+    assert R.alias_version(NAME, "production") == v2
