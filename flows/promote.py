@@ -63,8 +63,8 @@ def _results_table(params: Any, info: SplitRecord, base: dict, oracle: dict | No
 
 
 def _gate_version(params: Any, name: str, method: str, version: str, metrics: dict[str, float], base: dict,
-                  oracle: dict | None, split: Any) -> tuple[list[Gate], bool, float]:
-    """Check one version's gates and record them as its tags; (gates, passed, score)."""
+                  oracle: dict | None, split: Any, record: bool = True) -> tuple[list[Gate], bool, float]:
+    """Check one version's gates and (with `record`) keep them as its tags; (gates, passed, score)."""
     mia_key = f"mia/entropy_{params.evaluate.mia_classifier}"
     results = check_gates(metrics, base, oracle, params.promote.gates, scenario=split.scenario,
                           mia_key=mia_key, n_forget=len(split.forget_idx))
@@ -77,9 +77,10 @@ def _gate_version(params: Any, name: str, method: str, version: str, metrics: di
                                                                mia_key, "oracle/avg_gap") if k in metrics})
     if not results:
         tags["gates.failed"] = "no applicable gate in promote.gates"
-    registry.set_tags(name, version, tags)
-    if ok:
-        registry.set_alias(name, f"staging-{method}", version)
+    if record:
+        registry.set_tags(name, version, tags)
+        if ok:
+            registry.set_alias(name, f"staging-{method}", version)
     return results, ok, s
 
 
@@ -99,6 +100,7 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
     gate_rows: dict[str, list[Gate]] = {}
     passing: list[tuple[float, str, str]] = []
     skipped: dict[str, str] = {}
+    foreign: dict[str, str] = {}  # method -> version of another registered model (see below)
     with stage_run(root, params, "register_and_promote", run_name="register_and_promote",
                    parent_run_id=parent_run_id, tags={**info.lineage(), "data_touched": "none"}) as run:
         mlflow.log_params(flatten(params.promote.model_dump(), "promote."))
@@ -110,13 +112,18 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
                 continue
             EvalRecord.read(stage_dir(root, "evaluate", method) / RECORD_FILE)  # evaluated in this run
             metrics = {k: v for k, v in read_json(metrics_file(root, method)).items() if v is not None}
-            version = str(rec.version)
-            if not registry.version_exists(name, version):
-                raise RuntimeError(f"{name} v{version} (method {method}) is not in the tracking store "
+            version, owner = str(rec.version), rec.registered_model or name
+            if not registry.version_exists(owner, version):
+                raise RuntimeError(f"{owner} v{version} (method {method}) is not in the tracking store "
                                    "(re-run its unlearn stage)")
-            results, ok, s = _gate_version(params, name, method, version, metrics, base, oracle, split)
+            # Under `dvc exp run`, DVC may reuse an unlearn stage of a service run: that version belongs to
+            # the service's registered model, which an experiment gates for its report but never tags or moves.
+            ours = owner == name
+            results, ok, s = _gate_version(params, name, method, version, metrics, base, oracle, split, record=ours)
+            if not ours:
+                foreign[method] = f"{owner} v{version}"
             # A version a human rolled back is not put back in production by a later (scheduled) run.
-            if ok and registry.version_tags(name, version).get("rolled_back") != "true":
+            elif ok and registry.version_tags(name, version).get("rolled_back") != "true":
                 passing.append((s, method, version))
             rows[method] = {**metrics, "version": version}
             gate_rows[method] = results
@@ -143,6 +150,9 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
             production = previous
             message = ("no version passed the gates; aliases unchanged"
                        + (f" (production stays v{previous})" if previous else " (no production model yet)"))
+        if foreign:
+            message += ("; gated for this report only (registered under the service's model, reused by DVC): "
+                        + ", ".join(f"{m} ({v})" for m, v in foreign.items()))
         if blocked:
             message += "; not promotable (would violate done deletion requests): " + "; ".join(
                 f"{m} ({', '.join(hs)})" for m, hs in blocked.items())
