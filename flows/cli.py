@@ -253,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
     from .settings import quiet_env
 
+    if args.command == "run" and not debug:
+        # A stage that fails inside the flow is reported once, as the one `error:` line below; Prefect would
+        # log it again with a traceback and a line per dependent task (`--debug` keeps them).
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")
     quiet_env()
     try:
         return args.fn(args)
