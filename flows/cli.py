@@ -34,7 +34,12 @@ def _common(p: argparse.ArgumentParser, overrides: bool = True) -> None:
 def _params(args):
     from .settings import load
 
-    return load(args.root.resolve(), args.params, getattr(args, "overrides", []))
+    params = load(args.root.resolve(), args.params, getattr(args, "overrides", []))
+    if args.command in ("status", "promote", "rollback", "request"):  # `run` checks this and more (preflight)
+        from .preflight import check_tracking
+
+        check_tracking(args.root.resolve(), params)  # a bogus, corrupt or locked store: one line, nothing created
+    return params
 
 
 def _dataset(params):
