@@ -49,21 +49,17 @@ def _dataset(params):
 
 
 def cmd_run(args) -> int:
-    from . import deletions
-    from .ledger import Ledger
     from .preflight import check_run
     from .records import StageRun
-    from .settings import RUNS_DIR, is_service, mask_credentials, tracking_uri
+    from .settings import RUNS_DIR, mask_credentials, tracking_uri
 
     root = args.root.resolve()
     params = _params(args)
     dataset = _dataset(params)
-    check_run(root, params, dataset)  # request vs dataset, devices, tracking store: before any run or file
-    pending, ids = [], []
-    if is_service(params):
-        pending, ids, _ = deletions.validate_pending(Ledger(root, params), dataset)
+    pending = check_run(root, params, dataset)  # request vs dataset, devices, tracking store: before anything
     if pending:
-        print(f"processing {len(pending)} pending deletion request(s): {len(ids)} sample ids "
+        n_ids = len({i for r in pending for i in r["ids"]})
+        print(f"processing {len(pending)} pending deletion request(s): {n_ids} sample ids "
               f"({', '.join(r['hash'] for r in pending)})", file=sys.stderr)
     from .pipeline import unlearning_pipeline
     from .recovery import held_run
@@ -87,6 +83,7 @@ def cmd_request(args) -> int:
     from . import deletions
     from .ledger import Ledger
     from .preflight import inside
+    from .production import who
 
     root = args.root.resolve()
     params = _params(args)
@@ -94,7 +91,7 @@ def cmd_request(args) -> int:
         from .locks import hold
 
         with hold(root, params, f"unlearn request --cancel {args.cancel}"):  # not while a run processes it
-            req = deletions.cancel(Ledger(root, params), args.cancel, by=_who())
+            req = deletions.cancel(Ledger(root, params), args.cancel, by=who())
         print(f"deletion request {req['hash']} is cancelled (it will not be processed)")
         return 0
     # The file must lie in the project (after symlinks): a request must not read, nor echo, any other file.
@@ -112,12 +109,6 @@ def cmd_request(args) -> int:
     else:
         print(f"deletion request {req['hash']} already recorded (status: {req['status']})")
     return 0
-
-
-def _who() -> str:
-    from .production import _who
-
-    return _who()
 
 
 def cmd_serve(args) -> int:

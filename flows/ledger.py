@@ -81,19 +81,13 @@ class Ledger:
     def exp_id(self, create: bool = False) -> str | None:
         """The ledger's experiment; created on the first request (reading never writes to the store)."""
         if self._exp_id is None:
-            import mlflow
+            from .tracking import create_experiment
 
             exp = self.client.get_experiment_by_name(EXPERIMENT)
             if exp is not None:
                 self._exp_id = exp.experiment_id
             elif create:
-                location = None
-                if self.uri.startswith("sqlite:///"):
-                    location = (Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-                try:
-                    self._exp_id = self.client.create_experiment(EXPERIMENT, artifact_location=location)
-                except mlflow.exceptions.MlflowException:  # created meanwhile by another clone
-                    self._exp_id = self.client.get_experiment_by_name(EXPERIMENT).experiment_id
+                self._exp_id = create_experiment(self.client, self.uri, EXPERIMENT)
         return self._exp_id
 
     # -- reading -------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from . import _dvc, deletions, recovery
+from . import _dvc, recovery
 from . import _registry as registry
 from .context import StageContext
 from .faults import crash_point
@@ -128,9 +128,9 @@ def _start_parent(root: Path, params: Any, overrides: list[str]) -> str:
 
     exp_id = setup_mlflow(root, params)
     try:
-        pending = (deletions.of_dataset(deletions.load_all(Ledger(root, params)), params.data.name, "pending")
+        pending = ([r for r in Ledger(root, params).entries(params.data.name) if r["status"] == "pending"]
                    if is_service(params) else [])
-    except (deletions.RequestError, LedgerError):  # naming only; version_data reports bad requests properly
+    except LedgerError:  # naming only; version_data reports a bad ledger properly
         pending = []
     what = (f"{len(pending)} deletion request(s)" if pending else f"forget {params.request.kind}="
             f"{getattr(params.request, params.request.kind)}")

@@ -47,8 +47,11 @@ def inside(path: str | Path, root: Path, what: str) -> Path:
     return resolved
 
 
-def check_request(root: Path, params: Any, dataset: Any) -> None:
-    """The request this run would forget resolves against the dataset (what `version_data` does, read-only)."""
+def check_request(root: Path, params: Any, dataset: Any) -> list[dict[str, Any]]:
+    """The request this run would forget resolves against the dataset (what `version_data` does, read-only).
+
+    Returns the pending deletion requests the run will process (hash, kind, resolved ids).
+    """
     from unlearning.config import RequestConfig
     from unlearning.requests import resolve
 
@@ -68,6 +71,7 @@ def check_request(root: Path, params: Any, dataset: Any) -> None:
     except ValueError as err:
         where = "request" if source == "params" else "pending deletion requests"
         raise PreflightError(f"{where}: {err}") from None
+    return manifest["pending"]
 
 
 def check_devices(params: Any) -> None:
@@ -160,16 +164,20 @@ def ensure_store(uri: str, attempts: int = 3) -> None:
                 time.sleep(2.0 * (attempt + 1))
 
 
-def check_run(root: Path, params: Any, dataset: Any | None = None) -> None:
-    """Every up-front check of a run, cheapest first; the store is created (when new) only once all passed."""
+def check_run(root: Path, params: Any, dataset: Any | None = None) -> list[dict[str, Any]]:
+    """Every up-front check of a run, cheapest first; the store is created (when new) only once all passed.
+
+    Returns the pending deletion requests the run will process (`check_request`).
+    """
     check_devices(params)
     uri = check_tracking(root, params)
     if dataset is None:
         from unlearning.datasets import load_dataset
 
         dataset = load_dataset(params.data.name, params.data.root, params.data.download, **params.data.options())
-    check_request(root, params, dataset)
+    pending = check_request(root, params, dataset)
     ensure_store(uri)
+    return pending
 
 
 def error_line(err: BaseException) -> tuple[int, str]:

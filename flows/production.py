@@ -52,10 +52,6 @@ def _refuse_violation(name: str, version: str, missing: list[str], what: str) ->
                                "Promote a version made after them (`unlearn status` shows the ledger)")
 
 
-def _history(name: str) -> list[str]:
-    return registry.history(name)
-
-
 def reconcile(ledger: Ledger, params: Any, name: str) -> list[str]:
     """Roll forward what follows a `production` move; idempotent. Returns the request hashes marked done."""
     prod = registry.alias_version(name, "production")
@@ -64,7 +60,7 @@ def reconcile(ledger: Ledger, params: Any, name: str) -> list[str]:
     tags = registry.version_tags(name, prod)
     if tags.get("rolled_back") == "true":  # a rollback stopped before it moved the alias
         registry.delete_tag(name, prod, "rolled_back")
-    hist = _history(name)
+    hist = registry.history(name)
     if not hist or hist[-1] != prod:
         cut = len(hist) - 1 - hist[::-1].index(prod) if prod in hist else None
         tail = hist[cut + 1:] if cut is not None else []
@@ -104,7 +100,8 @@ def move_production(ledger: Ledger, params: Any, name: str, version: str, reason
     return current or ""
 
 
-def _who() -> str:
+def who() -> str:
+    """`user@host` of this process: recorded with a forced promotion, a rollback, a cancel."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -133,8 +130,8 @@ def promote_version(root: Path, params: Any, version: str, *, force: bool = Fals
                f"it was never gated (role {tags.get('role', '?')}; only unlearned versions of a finished run are)")
         raise PromotionRefused(f"{name} v{version}: {why}; use --force --reason TEXT to promote it anyway")
     if force:
-        registry.set_tags(name, version, {"forced_by": _who(), "forced_reason": reason.strip()[:500]})
-    how = "by hand (unlearn promote" + (" --force" if force else "") + f") by {_who()}"
+        registry.set_tags(name, version, {"forced_by": who(), "forced_reason": reason.strip()[:500]})
+    how = "by hand (unlearn promote" + (" --force" if force else "") + f") by {who()}"
     replaced = move_production(ledger, params, name, version, how)
     if replaced is None:
         return f"{name} v{version} is already in production"
@@ -148,13 +145,13 @@ def rollback(root: Path, params: Any) -> str:
     ledger = Ledger(root, params)
     reconcile(ledger, params, name)
     current = registry.alias_version(name, "production")
-    hist = _history(name)
+    hist = registry.history(name)
     prev = hist[-2] if len(hist) >= 2 else None
     if not current or not prev:
         raise PromotionRefused(f"{name}: nothing to roll back to (production: "
                                f"{'v' + current if current else 'none'}, previous: none)")
     _refuse_violation(name, prev, violations(ledger, params, registry.version_tags(name, prev)), "rollback")
-    registry.set_tags(name, current, {"rolled_back": "true", "rolled_back_by": _who()})  # intent
+    registry.set_tags(name, current, {"rolled_back": "true", "rolled_back_by": who()})  # intent
     registry.set_alias(name, "production", prev)  # the commit point
     reconcile(ledger, params, name)
     before = registry.alias_version(name, "previous")

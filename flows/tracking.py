@@ -61,6 +61,18 @@ def first_touch(uri: str) -> Iterator[None]:
         os.close(fd)
 
 
+def create_experiment(client: Any, uri: str, name: str) -> str:
+    """Create experiment `name` (artifacts beside a sqlite store, in `mlartifacts/`); its id, also when another
+    process created it meanwhile."""
+    location = None
+    if uri.startswith("sqlite:///"):
+        location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # noqa: BLE001 - created meanwhile by another process (or clone)
+        return client.get_experiment_by_name(name).experiment_id
+
+
 def setup_mlflow(root: Path, params: Any) -> str:
     """Point MLflow at the store and make sure the experiment exists; returns the experiment id.
 
@@ -83,16 +95,7 @@ def setup_mlflow(root: Path, params: Any) -> str:
         with first_touch(uri):
             client = mlflow.MlflowClient(uri)
             exp = client.get_experiment_by_name(params.tracking.experiment)
-        if exp is None:
-            location = None
-            if uri.startswith("sqlite:///"):
-                location = (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-            try:
-                exp_id = client.create_experiment(params.tracking.experiment, artifact_location=location)
-            except Exception:  # created meanwhile by another process
-                exp_id = client.get_experiment_by_name(params.tracking.experiment).experiment_id
-        else:
-            exp_id = exp.experiment_id
+        exp_id = exp.experiment_id if exp is not None else create_experiment(client, uri, params.tracking.experiment)
         _experiments[key] = exp_id
         return exp_id
 
