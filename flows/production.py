@@ -127,6 +127,7 @@ def promote_version(root: Path, params: Any, version: str, *, force: bool = Fals
     gates = tags.get("gates")
     if gates != "passed" and not force:
         why = (f"it failed its gates ({tags.get('gates.failed')})" if gates == "failed" else
+               f"its gates were inconclusive ({tags.get('gates.failed')})" if gates == "inconclusive" else
                f"it was never gated (role {tags.get('role', '?')}; only unlearned versions of a finished run are)")
         raise PromotionRefused(f"{name} v{version}: {why}; use --force --reason TEXT to promote it anyway")
     if force:

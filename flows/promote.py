@@ -2,20 +2,23 @@
 
 Lifecycle (MLflow 3 aliases and version tags; the old stage transitions are deprecated):
 - every unlearned version holds `candidate-<method>` from its unlearn stage;
-- a version that passes every gate gets `staging-<method>`; the gate results are version tags
-  (`gate.<name>`: "pass 0.68 <= 2", `gates`: passed|failed, `gates.failed`: the reasons);
+- every gate says pass, fail or inconclusive against the retrain band (`unlearning.verdicts`: the oracles of
+  `evaluate.training_seeds`, in outputs/metrics/oracle_band.json); a version that passes every gate gets
+  `staging-<method>`; the decisions are version tags (`gate.<name>`: "pass |MIA - retrain| 3.1 <= 7.4 ...",
+  `gates`: passed|failed|inconclusive, `gates.failed`: the reasons) and numeric metrics of this stage's run;
 - the best passing version (smallest average gap to the oracle, or without an oracle the smallest mean
-  gate usage) becomes `production` (`production.move_production`). A failed gate moves no alias.
+  gate usage) becomes `production` (`production.move_production`). A failed or inconclusive gate moves
+  no alias.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import TYPE_CHECKING, Any
 
 from . import _registry as registry
 from . import deletions
 from .context import StageContext
-from .gates import Gate, check_gates, score
 from .ledger import Ledger
 from .production import move_production, violations
 from .records import (
@@ -39,10 +42,14 @@ from .settings import (
 )
 from .tracking import flatten, setup_mlflow, stage_run
 
+if TYPE_CHECKING:
+    from unlearning.verdicts import GateVerdict
+
 
 def _results_table(params: Any, info: SplitRecord, base: dict, oracle: dict | None, rows: dict[str, dict],
-                   gate_rows: dict[str, list[Gate]], message: str, skipped: dict[str, str]) -> str:
+                   gate_rows: dict[str, list[GateVerdict]], message: str, skipped: dict[str, str]) -> str:
     from unlearning.runner.table import format_table
+    from unlearning.verdicts import overall
 
     results = {"request": info.summary, "original": base, "methods": rows, "device": device_name(params),
                "speedup_reference": "oracle (retrain)" if oracle is not None else "original training"}
@@ -53,8 +60,7 @@ def _results_table(params: Any, info: SplitRecord, base: dict, oracle: dict | No
              "| method | version | gates | " + " | ".join(names) + " |", "|" + "---|" * (3 + len(names))]
     for method, gs in gate_rows.items():
         by = {g.name: g.tag for g in gs}
-        ok = all(g.passed for g in gs) and bool(gs)
-        lines.append(f"| {method} | v{rows[method].get('version', '?')} | {'passed' if ok else 'failed'} | "
+        lines.append(f"| {method} | v{rows[method].get('version', '?')} | {overall(gs)} | "
                      + " | ".join(by.get(n, "-") for n in names) + " |")
     if skipped:
         lines += ["", "Skipped (not applicable to this request): " + "; ".join(f"{m}: {r}" for m, r in skipped.items())]
@@ -62,17 +68,26 @@ def _results_table(params: Any, info: SplitRecord, base: dict, oracle: dict | No
     return "\n".join(lines)
 
 
+GATE_STATE = {"pass": "passed", "fail": "failed", "inconclusive": "inconclusive"}
+
+
 def _gate_version(params: Any, name: str, method: str, version: str, metrics: dict[str, float], base: dict,
-                  oracle: dict | None, split: Any, record: bool = True) -> tuple[list[Gate], bool, float]:
-    """Check one version's gates and (with `record`) keep them as its tags; (gates, passed, score)."""
+                  band: list[dict] | None, split: Any,
+                  record: bool = True) -> tuple[list[GateVerdict], bool, float]:
+    """Decide one version's gates against the retrain band and (with `record`) keep them as its tags;
+    (verdicts, passed, score). The version is one model on the one base: a single run for the rule."""
+    from unlearning.stats import rate_sizes
+    from unlearning.verdicts import decide_gates, overall, score
+
     mia_key = f"mia/entropy_{params.evaluate.mia_classifier}"
-    results = check_gates(metrics, base, oracle, params.promote.gates, scenario=split.scenario,
-                          mia_key=mia_key, n_forget=len(split.forget_idx))
-    ok = bool(results) and all(g.passed for g in results)
+    results = decide_gates([{"training_seed": "base", **metrics}], [{"training_seed": "base", **base}], band,
+                           params.promote.gates, scenario=split.scenario, sizes=rate_sizes(split), mia_key=mia_key)
+    verdict = overall(results)
+    ok = verdict == "pass"
     s = score(metrics, results)
     tags = {f"gate.{g.name}": g.tag for g in results}
-    tags.update({"gates": "passed" if ok else "failed", "score": f"{s:.4f}",
-                 "gates.failed": "; ".join(f"{g.name}: {g.text}" for g in results if not g.passed) or "none"})
+    tags.update({"gates": GATE_STATE[verdict], "score": f"{s:.4f}",
+                 "gates.failed": "; ".join(f"{g.name}: {g.tag}" for g in results if not g.passed) or "none"})
     tags.update({f"metric.{k}": f"{metrics[k]:.4f}" for k in ("forget/acc", "retain/acc", "test/acc",
                                                                mia_key, "oracle/avg_gap") if k in metrics})
     if not results:
@@ -82,6 +97,28 @@ def _gate_version(params: Any, name: str, method: str, version: str, metrics: di
         if ok:
             registry.set_alias(name, f"staging-{method}", version)
     return results, ok, s
+
+
+def _band(root: Any, oracle: dict | None) -> list[dict] | None:
+    """The retrained models' metrics (outputs/metrics/oracle_band.json); the one oracle where it is missing."""
+    if oracle is None:
+        return None
+    path = metrics_file(root, "oracle_band")
+    runs = read_json(path).get("runs") if path.exists() else None
+    return runs or [{"training_seed": "oracle", **oracle}]
+
+
+def _gate_metrics(method: str, results: list[GateVerdict]) -> dict[str, float]:
+    """Each gate's decision as numbers: value, interval, threshold (points) and verdict (1 pass, 0.5
+    inconclusive, 0 fail), so MLflow can chart and compare them as well as read the tags."""
+    code = {"pass": 1.0, "inconclusive": 0.5, "fail": 0.0}
+    out: dict[str, float] = {}
+    for g in results:
+        key = f"gate/{method}/{g.name}"
+        values = {"value": g.value, "ci_low": g.ci[0], "ci_high": g.ci[1], "threshold": g.threshold}
+        out.update({f"{key}/{k}": float(v) for k, v in values.items() if math.isfinite(v)})
+        out[f"{key}/verdict"] = code[g.verdict]
+    return out
 
 
 def register_and_promote(ctx: StageContext) -> PromotionRecord:
@@ -96,8 +133,9 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
     base = read_json(metrics_file(root, "base"))
     oracle_rec = ModelRecord.read(stage_dir(root, "oracle") / MODEL_FILE)
     oracle = None if oracle_rec.skipped else read_json(metrics_file(root, "oracle"))
+    band = _band(root, oracle)
     rows: dict[str, dict[str, Any]] = {}
-    gate_rows: dict[str, list[Gate]] = {}
+    gate_rows: dict[str, list[GateVerdict]] = {}
     passing: list[tuple[float, str, str]] = []
     skipped: dict[str, str] = {}
     foreign: dict[str, str] = {}  # method -> version of another registered model (see below)
@@ -119,7 +157,7 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
             # Under `dvc exp run`, DVC may reuse an unlearn stage of a service run: that version belongs to
             # the service's registered model, which an experiment gates for its report but never tags or moves.
             ours = owner == name
-            results, ok, s = _gate_version(params, name, method, version, metrics, base, oracle, split, record=ours)
+            results, ok, s = _gate_version(params, name, method, version, metrics, base, band, split, record=ours)
             if not ours:
                 foreign[method] = f"{owner} v{version}"
             # A version a human rolled back is not put back in production by a later (scheduled) run.
@@ -127,7 +165,7 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
                 passing.append((s, method, version))
             rows[method] = {**metrics, "version": version}
             gate_rows[method] = results
-            mlflow.log_metric(f"gates_passed/{method}", float(ok))
+            mlflow.log_metrics({f"gates_passed/{method}": float(ok), **_gate_metrics(method, results)})
 
         ledger = Ledger(root, params)
         previous = registry.alias_version(name, "production")
@@ -156,7 +194,7 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
         if blocked:
             message += "; not promotable (would violate done deletion requests): " + "; ".join(
                 f"{m} ({', '.join(hs)})" for m, hs in blocked.items())
-        refused = {m: [f"{g.name}: {g.text}" for g in gs if not g.passed] for m, gs in gate_rows.items()}
+        refused = {m: [f"{g.name}: {g.tag}" for g in gs if not g.passed] for m, gs in gate_rows.items()}
         refused = {m: r for m, r in refused.items() if r}
         if info.requests and not eligible:
             waiting = {r["hash"] for r in ledger.entries(params.data.name) if r["status"] == "pending"}

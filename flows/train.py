@@ -14,12 +14,13 @@ from what is deployed; a corrupt one refuses the run with the way out); without 
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 from . import _registry as registry
 from .context import StageContext
-from .records import ModelRecord, SplitRecord, StageRun, write_json
+from .records import ModelRecord, SplitRecord, StageRun, read_json, write_json
 from .settings import (
     CHECKPOINT,
     MODEL_FILE,
@@ -49,8 +50,59 @@ def train_base(ctx: StageContext) -> ModelRecord:
 
 
 def retrain_oracle(ctx: StageContext) -> ModelRecord:
-    """Stage `retrain_oracle`: retrain from scratch on the retain data (skipped when evaluate.oracle is false)."""
-    return _train_model(ctx, "oracle")
+    """Stage `retrain_oracle`: retrain from scratch on the retain data (skipped when evaluate.oracle is false).
+
+    The oracle at `train.seed` is the one every method is measured against (distances, AIN). With several
+    `evaluate.training_seeds`, one more oracle per other seed (as many as there are training seeds in all)
+    makes the retrain band the gates are decided on (`unlearning.verdicts`): each is registered like the
+    oracle (reused by content key), and the metrics of all of them go to outputs/metrics/oracle_band.json
+    as `{"runs": [...]}`.
+    """
+    record = _train_model(ctx, "oracle")
+    band: list[dict[str, Any]] = []
+    if not record.skipped:
+        band.append({"training_seed": ctx.params.train.seed, **read_json(metrics_file(ctx.root, "oracle"))})
+        for seed in band_seeds(ctx.params):
+            band.append({"training_seed": seed, **_train_model(ctx, "oracle", band_seed=seed)})
+        _log_band(ctx, band)
+    write_json(metrics_file(ctx.root, "oracle_band"), {"runs": band})
+    return record
+
+
+def band_seeds(params: Any) -> list[int]:
+    """The training seeds of the extra oracles: the others than train.seed, so the band has one per seed."""
+    seeds = params.evaluate.training_seeds
+    return [s for s in seeds if s != params.train.seed][: len(seeds) - 1]
+
+
+def _log_band(ctx: StageContext, band: list[dict[str, Any]]) -> None:
+    """The band's means and 95 % intervals on the oracle's run (`band/<metric>`, `.../ci_low`, `.../ci_high`);
+    and, as soon as the retrains are measured, which gate limits are finer than their spread."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from unlearning.stats import ci_metrics, rate_sizes, summarize
+    from unlearning.verdicts import noise_notes
+
+    from .version_data import load_split
+
+    split, _ = load_split(ctx.root)
+    sizes = rate_sizes(split)
+    summary = summarize(band, sizes)
+    means = {f"band/{k}": float(v) for k, v in summary.items()
+             if isinstance(v, int | float) and not isinstance(v, bool) and k != "n_seeds" and math.isfinite(v)}
+    run = StageRun.read(ctx.root / RUNS_DIR / "oracle.json").run_id
+    if run:
+        now = int(time.time() * 1000)
+        values = {**means, **ci_metrics(summary, "band/"), "band/n_seeds": float(len(band))}
+        MlflowClient().log_batch(run, metrics=[Metric(k, v, now, 0) for k, v in values.items()])
+    base_path = metrics_file(ctx.root, "base")
+    base = read_json(base_path) if base_path.exists() else {}
+    notes = noise_notes([base] if base else band[:1], band, ctx.params.promote.gates, scenario=split.scenario,
+                        sizes=sizes, mia_key=f"mia/entropy_{ctx.params.evaluate.mia_classifier}")
+    for note in notes:
+        if ctx.log is not None:
+            ctx.log({"stage": "retrain_oracle", "note": note})
 
 
 def _write(ctx: StageContext, record: ModelRecord, run: StageRun, metrics: dict[str, float]) -> ModelRecord:
@@ -82,11 +134,16 @@ def _production_base(name: str, version: str, ckpt: Path, removed: list[str]) ->
     return mv
 
 
-def _train_model(ctx: StageContext, role: str) -> ModelRecord:
-    """Train (or reuse) the `base` or `oracle` model; writes outputs/<role>/{model.pt,model.json}."""
+def _train_model(ctx: StageContext, role: str, band_seed: int | None = None) -> Any:
+    """Train (or reuse) the `base` or `oracle` model; writes outputs/<role>/{model.pt,model.json}.
+
+    With `band_seed`, an extra oracle of the retrain band at that training seed: its checkpoint stays in
+    outputs/oracle/band-<seed>/, no record is written, and its metrics are returned.
+    """
     import mlflow
 
     from unlearning.models import save_checkpoint
+    from unlearning.runner.experiment import with_training_seed
     from unlearning.steps import evaluate_model, train_oracle, train_original
     from unlearning.utils import get_device
 
@@ -95,6 +152,8 @@ def _train_model(ctx: StageContext, role: str) -> ModelRecord:
     root, params = ctx.root, ctx.params
     stage = "train_base" if role == "base" else "retrain_oracle"
     outdir = stage_dir(root, role)
+    if band_seed is not None:
+        params, outdir = with_training_seed(params, band_seed), outdir / f"band-{band_seed}"
     outdir.mkdir(parents=True, exist_ok=True)
     if role == "oracle" and not params.evaluate.oracle:
         (outdir / CHECKPOINT).unlink(missing_ok=True)
@@ -122,7 +181,8 @@ def _train_model(ctx: StageContext, role: str) -> ModelRecord:
         mv = registry.reuse_by_key(name, key, ckpt, registry.reporter(ctx.log, stage))
         if mv is not None:
             source = "reused"
-    run_name = stage + ("" if source == "trained" else f" ({source})")
+    run_name = stage + (f" seed {band_seed}" if band_seed is not None else "") + (
+        "" if source == "trained" else f" ({source})")
     tags = {**lineage, registry.KEY_TAG: key, registry.REUSED_TAG: str(source != "trained").lower(),
             "role": role, "data_touched": "retain" if role == "oracle" else "forget,retain"}
     with stage_run(root, params, stage, run_name=run_name, parent_run_id=ctx.parent_run_id, tags=tags) as run:
@@ -151,7 +211,8 @@ def _train_model(ctx: StageContext, role: str) -> ModelRecord:
             model_id, model_uri = registry.log_model(ckpt)
             # Logged before registering: a run killed after it leaves a version that a rerun reuses, time included.
             mlflow.log_metric("time/s", time_s)
-            version = registry.register(name, model_uri, {"role": role, "run_id": run.run_id, registry.KEY_TAG: key,
+            version = registry.register(name, model_uri, {"role": role if band_seed is None else "oracle-band",
+                                                          "run_id": run.run_id, registry.KEY_TAG: key,
                                                           registry.CHECKSUM_TAG: sha, **lineage,
                                                           "git_commit": git_commit(root)})
         mlflow.set_tags({"model_uri": model_uri, "model_id": model_id, "registered_model": name,
@@ -163,6 +224,8 @@ def _train_model(ctx: StageContext, role: str) -> ModelRecord:
         # Finite values only, as MLflow keeps them: a reused model then writes the same metrics file.
         metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
         mlflow.log_metrics(metrics)
+    if band_seed is not None:
+        return metrics
     record = ModelRecord(role=role, model_uri=model_uri, model_id=model_id, registered_model=name, version=version,
                          key=key, time_s=time_s if math.isfinite(time_s) else None, checkpoint_sha256=sha,
                          from_production=production is not None, **lineage)

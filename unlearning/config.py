@@ -145,13 +145,24 @@ class TrainConfig(Section):
 
 class EvaluateConfig(Section):
     oracle: bool = True
+    # Unlearning seeds: runs of each method on one base model.
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    # Training seeds: `python -m unlearning` trains a base model and an oracle per seed; the pipeline keeps
+    # its one base (train.seed or production) and trains an oracle per seed: the retrain band of the gates.
+    training_seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     mia_classifier: Literal["lr", "svc"] = "lr"  # entropy MIA of Bad Teaching: LR (paper) or SVC (repo)
     ain: bool = True
     ain_max_steps: int = Field(500, ge=1)
     device: str = "auto"
 
     _known_device = field_validator("device")(_device)
+
+    @field_validator("seeds", "training_seeds")
+    @classmethod
+    def _distinct(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"seeds must be distinct; got {v}")
+        return v
 
 
 class Gates(Section):

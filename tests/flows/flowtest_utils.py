@@ -20,6 +20,7 @@ TINY = {
     ("train", "epochs"): 3,
     ("unlearn", "methods"): ["finetune", "neggrad"],
     ("evaluate", "ain"): False,
+    ("evaluate", "training_seeds"): [0, 1],  # a band of two retrains (the default has three)
     # Loose gates: the end-to-end tests need a version to pass (gate logic has its own tests).
     ("promote", "gates"): {"forget_acc_vs_oracle": 30.0, "retain_acc_drop": 10.0, "test_acc_drop": 10.0,
                            "mia_vs_oracle": 30.0},

@@ -63,7 +63,8 @@ def test_first_run_tracks_registers_and_promotes(project, first):
     runs = _children(first["parent_run_id"])
     names = sorted(r.info.run_name.split(" ")[0] for r in runs)
     assert names == sorted(["version_data", "train_base", "retrain_oracle", "unlearn[finetune]", "unlearn[neggrad]",
-                            "evaluate[finetune]", "evaluate[neggrad]", "register_and_promote"])
+                            "evaluate[finetune]", "evaluate[neggrad]", "register_and_promote",
+                            "retrain_oracle"])  # the second retrain of the band (training_seeds [0, 1])
     for r in runs:
         assert r.info.status == "FINISHED"
         assert r.data.tags["data_hash"] and r.data.tags["git_commit"] and r.data.tags["device"] == "cpu"
@@ -78,7 +79,12 @@ def test_first_run_tracks_registers_and_promotes(project, first):
     c = _client()
     versions = {str(v.version): v for v in c.search_model_versions("name='digits-mlp'")}
     roles = sorted(v.tags["role"] for v in versions.values())
-    assert roles == ["base", "oracle", "unlearned", "unlearned"]
+    assert roles == ["base", "oracle", "oracle-band", "unlearned", "unlearned"]
+    band = json.loads((project / "outputs/metrics/oracle_band.json").read_text())["runs"]
+    assert [r["training_seed"] for r in band] == [0, 1]
+    oracle_run = next(r for r in runs if r.info.run_name == "retrain_oracle")
+    assert oracle_run.data.metrics["band/n_seeds"] == 2.0
+    assert oracle_run.data.metrics["band/mia/entropy_lr/ci_low"] <= oracle_run.data.metrics["band/mia/entropy_lr"]
     for v in versions.values():
         assert v.source.startswith("models:/m-")
     rm = c.get_registered_model("digits-mlp")
@@ -99,9 +105,10 @@ def test_second_run_reuses_base_and_oracle(project, first, second):
     runs = {r.info.run_name: r for r in _children(second["parent_run_id"])}
     assert runs["train_base (reused)"].data.tags["reused_from"] == first["base"]["run_id"]
     assert runs["retrain_oracle (reused)"].data.tags["unlearn.reused"] == "true"
+    assert runs["retrain_oracle seed 1 (reused)"].data.tags["unlearn.reused"] == "true"  # the band too
     # Unchanged per `dvc status`: not re-run, no new model versions, production unchanged.
     assert "unlearn[finetune] (unchanged)" in runs and "evaluate[neggrad] (unchanged)" in runs
-    assert len(_client().search_model_versions("name='digits-mlp'")) == 4
+    assert len(_client().search_model_versions("name='digits-mlp'")) == 5  # base, 2 oracles, 2 unlearned
     assert second["production"] == first["production"]
 
 

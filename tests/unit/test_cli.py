@@ -11,18 +11,30 @@ from unlearning.__main__ import main
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ["--set", "train.epochs=4", "--set", "unlearn.methods=[finetune,neggrad]",
-        "--set", "unlearn.finetune={epochs: 1}", "--set", "evaluate.ain_max_steps=20", "--quiet"]
+        "--set", "unlearn.finetune={epochs: 1}", "--set", "evaluate.ain_max_steps=20", "--set", "evaluate.training_seeds=[0]", "--quiet"]
 
 
 @pytest.mark.behaviour
 def test_runs_and_writes_json(tmp_path, capsys, check) -> None:
     out = tmp_path / "results.json"
-    assert main(["--params", str(ROOT / "params.yaml"), *TINY, "--out", str(out)]) == 0
+    seeds = ["--set", "evaluate.training_seeds=[0,1]"]
+    assert main(["--params", str(ROOT / "params.yaml"), *TINY, *seeds, "--out", str(out)]) == 0
     table = capsys.readouterr().out
-    for row in ("original", "oracle (retrain)", "finetune", "neggrad"):
+    for row in ("original", "oracle (retrain)", "finetune", "neggrad", "gates (points)", "verdict"):
         assert row in table
+    assert " ± " in table
     results = json.loads(out.read_text())
-    assert set(results) >= {"request", "original", "oracle", "methods"} and results["complete"] is True
+    assert set(results) >= {"request", "original", "oracle", "methods", "gates", "verdicts"}
+    assert results["complete"] is True and results["seeds"] == {"training": [0, 1], "unlearning": [0]}
+    for entry in (results["original"], results["oracle"], results["methods"]["finetune"]):
+        assert entry["n_seeds"] == 2 and len(entry["runs"]) == 2 and entry["eval/s"] > 0
+        low, high = entry["ci"]["test/acc"]
+        assert low <= entry["test/acc"] <= high
+    for name in ("finetune", "neggrad"):
+        assert results["verdicts"][name] in ("pass", "fail", "inconclusive")
+        assert {g["name"] for g in results["gates"][name]} == {"forget_acc_vs_oracle", "mia_vs_oracle",
+                                                               "retain_acc_drop", "test_acc_drop"}
+    assert results["verdicts"]["finetune"] == "fail"  # it never touches class 3: forget acc stays ~1
     assert results["request"]["forget_classes"] == [3]
     check("oracle forget acc (a retrained model never saw class 3)", results["oracle"]["forget/acc"], "<=", 0.05)
     for name in ("finetune", "neggrad"):

@@ -1,17 +1,22 @@
-"""The whole experiment in one process: original, oracle, then every method over every seed, scored.
+"""The whole experiment in one process: per training seed a base model and an oracle, then every method over
+every unlearning seed on each base, each model evaluated, summarised with intervals and gated.
 
-This is the one place that loops over `evaluate.seeds`; the steps themselves live in `unlearning.steps`.
+This is the one place that loops over `evaluate.training_seeds` and `evaluate.seeds`; the steps themselves
+live in `unlearning.steps`, the intervals in `unlearning.stats`, the gate rule in `unlearning.verdicts`.
 """
 
 from __future__ import annotations
 
-import math
-import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
+from torch import nn
+
 from ..methods import unsupported_reason
 from ..params import Params
+from ..requests import Split
+from ..stats import rate_sizes, summarize
 from ..steps import (
     LogFn,
     evaluate_model,
@@ -22,62 +27,78 @@ from ..steps import (
     train_original,
 )
 from ..utils import get_device
-
-
-def mean_std(rows: list[dict[str, float]]) -> dict[str, float]:
-    """Per-key mean over seeds (NaN ignored), with `<key>/std` beside it when there are several."""
-    out: dict[str, float] = {}
-    for key in rows[0]:
-        vals = [r[key] for r in rows if isinstance(r.get(key), int | float)]
-        if not vals:
-            continue
-        finite = [v for v in vals if not math.isnan(v)]
-        out[key] = statistics.fmean(finite) if finite else float("nan")
-        if len(rows) > 1:
-            out[f"{key}/std"] = statistics.stdev(finite) if len(finite) > 1 else 0.0
-    return out
+from ..verdicts import decide_gates, noise_notes, overall
 
 
 def stage_count(params: Params) -> int:
-    """Units of work the runner will do (for the overall progress bar): original, oracle, method x seed."""
-    return 1 + int(params.evaluate.oracle) + len(params.unlearn.methods) * len(params.evaluate.seeds)
+    """Units of work the runner will do (for the overall progress bar): bases, oracles, method x seeds."""
+    seeds = len(params.evaluate.training_seeds)
+    return seeds * (1 + int(params.evaluate.oracle) + len(params.unlearn.methods) * len(params.evaluate.seeds))
+
+
+def with_training_seed(params: Params, seed: int) -> Params:
+    """The params with `train.seed` replaced: the base model and oracle of one training seed."""
+    return params.model_copy(update={"train": params.train.model_copy(update={"seed": seed})})
+
+
+def _evaluated(params: Params, model: nn.Module, split: Split, **kw: Any) -> dict[str, float]:
+    t0 = time.perf_counter()
+    metrics = evaluate_model(params, model, split, **kw)
+    return {**metrics, "eval/s": time.perf_counter() - t0}
 
 
 def run_experiment(params: Params, log: LogFn | None = None,
                    on_update: Callable[[dict[str, Any]], None] | None = None,
                    on_step: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Original, oracle and every configured method, evaluated; the JSON-able results.
+    """Bases, oracles and every configured method, evaluated, summarised and gated; the JSON-able results.
 
-    Shape: {"request": {...}, "original": {metrics}, "oracle": {metrics}, "methods": {name: {metrics,
-    "time/s", "speedup", "data"}}}. Speedup = oracle (retrain) time / method time, measured in this run.
-    With several `evaluate.seeds`, method metrics are means with `<key>/std` beside them.
-    `on_update(results)` is called after every evaluated model, so a long run can save partial results
-    (`results["complete"]` is False until the end); `on_step()` after each unit of `stage_count`.
+    Shape: {"request", "device", "seeds": {"training", "unlearning"}, "notes", "original", "oracle",
+    "methods": {name: {...}}, "gates": {name: [gate dicts]}, "verdicts": {name: verdict}}. Each model entry
+    holds the metric means, `ci: {metric: [low, high]}` (95 %), `n_seeds` and `runs` (one metric dict per
+    run, labelled `training_seed` / `seed`); methods add "data" (what they touched). Speedup = the oracle's
+    (retrain) time of the same training seed / method time, measured in this run. `on_update(results)` is
+    called after every evaluated model, so a long run can save partial results (`results["complete"]` is
+    False until the end); `on_step()` after each unit of `stage_count`.
     """
     update = on_update or (lambda results: None)
     step = on_step or (lambda: None)
     emit = log or (lambda event: None)
     split = load_split(params)
+    sizes = rate_sizes(split)
     emit({"stage": "split", **split.summary()})
-    original, t_original = train_original(params, split, log=log)
-    step()
-    oracle, t_oracle = (None, float("nan"))
-    if params.evaluate.oracle:
-        oracle, t_oracle = train_oracle(params, split, log=log)
-        step()
-
-    emit({"stage": "evaluate", "model": "original"})
+    seeds = params.evaluate.training_seeds
+    mia_key = f"mia/entropy_{params.evaluate.mia_classifier}"
     results: dict[str, Any] = {"request": split.summary(), "device": str(get_device(params.train.device)),
-                               "complete": False}
-    results["original"] = {**evaluate_model(params, original, split, original=original, oracle=oracle),
-                           "time/s": t_original}
-    if oracle is not None:
-        emit({"stage": "evaluate", "model": "oracle"})
-        results["oracle"] = {**evaluate_model(params, oracle, split, original=original, oracle=oracle),
-                             **timing_metrics(t_oracle, t_oracle)}
-    reference_time = t_oracle if oracle is not None else t_original
-    results["speedup_reference"] = "oracle (retrain)" if oracle is not None else "original training"
-    results["methods"] = {}
+                               "complete": False, "seeds": {"training": seeds, "unlearning": params.evaluate.seeds},
+                               "notes": []}
+    results["speedup_reference"] = "oracle (retrain)" if params.evaluate.oracle else "original training"
+
+    bases, oracles, base_runs, oracle_runs, reference = {}, {}, [], [], {}
+    for t in seeds:
+        p = with_training_seed(params, t)
+        bases[t], t_base = train_original(p, split, log=log)
+        step()
+        oracles[t], t_oracle = (None, float("nan"))
+        if params.evaluate.oracle:
+            oracles[t], t_oracle = train_oracle(p, split, log=log)
+            step()
+        reference[t] = t_oracle if params.evaluate.oracle else t_base
+        emit({"stage": "evaluate", "model": "original", "training_seed": t})
+        base_runs.append({"training_seed": t, **_evaluated(params, bases[t], split, original=bases[t],
+                                                            oracle=oracles[t]), "time/s": t_base})
+        if oracles[t] is not None:
+            emit({"stage": "evaluate", "model": "oracle", "training_seed": t})
+            oracle_runs.append({"training_seed": t, **_evaluated(params, oracles[t], split, original=bases[t],
+                                                                  oracle=oracles[t]),
+                                **timing_metrics(t_oracle, t_oracle)})
+    results["original"] = {**summarize(base_runs, sizes), "runs": base_runs}
+    if oracle_runs:
+        results["oracle"] = {**summarize(oracle_runs, sizes), "runs": oracle_runs}
+        results["notes"] = noise_notes(base_runs, oracle_runs, params.promote.gates, scenario=split.scenario,
+                                       sizes=sizes, mia_key=mia_key)
+        for note in results["notes"]:
+            emit({"stage": "gates", "note": note})
+    results.update(methods={}, gates={}, verdicts={})
     update(results)
 
     for name in params.unlearn.methods:
@@ -85,20 +106,26 @@ def run_experiment(params: Params, log: LogFn | None = None,
         if reason:  # e.g. a class-only method in a random-subset run: say why, keep going
             emit({"stage": "unlearn", "method": name, "skipped": reason})
             results["methods"][name] = {"skipped": reason}
-            for _ in params.evaluate.seeds:
+            for _ in range(len(seeds) * len(params.evaluate.seeds)):
                 step()
             update(results)
             continue
-        rows, touched = [], []
-        for seed in params.evaluate.seeds:
-            emit({"stage": "unlearn", "method": name, "seed": seed})
-            res = run_method(params, name, original, split, seed=seed, log=log)
-            emit({"stage": "evaluate", "model": name, "seed": seed})
-            metrics = evaluate_model(params, res.model, split, original=original, oracle=oracle, seed=seed)
-            rows.append({**metrics, **timing_metrics(res.time_s, reference_time)})
-            touched = res.touched
-            step()
-        results["methods"][name] = {**mean_std(rows), "data": touched or ["none"]}
+        runs, touched = [], []
+        for t in seeds:
+            for seed in params.evaluate.seeds:
+                emit({"stage": "unlearn", "method": name, "training_seed": t, "seed": seed})
+                res = run_method(params, name, bases[t], split, seed=seed, log=log)
+                emit({"stage": "evaluate", "model": name, "training_seed": t, "seed": seed})
+                metrics = _evaluated(params, res.model, split, original=bases[t], oracle=oracles[t], seed=seed)
+                runs.append({"training_seed": t, "seed": seed, **metrics,
+                             **timing_metrics(res.time_s, reference[t])})
+                touched = res.touched
+                step()
+        results["methods"][name] = {**summarize(runs, sizes), "runs": runs, "data": touched or ["none"]}
+        verdicts = decide_gates(runs, base_runs, oracle_runs or None, params.promote.gates,
+                                scenario=split.scenario, sizes=sizes, mia_key=mia_key)
+        results["gates"][name] = [v.as_dict() for v in verdicts]
+        results["verdicts"][name] = overall(verdicts)
         update(results)
     results["complete"] = True
     return results

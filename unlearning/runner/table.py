@@ -1,9 +1,11 @@
-"""Plain-text results table for `python -m unlearning` (one row per model)."""
+"""Plain-text results for `python -m unlearning`: one row per model (mean ± 95 % half-width), then the gates."""
 
 from __future__ import annotations
 
 import math
 from typing import Any
+
+from ..stats import half_width
 
 CLASSIFICATION_COLUMNS = [
     ("forget/acc", "forget"), ("retain/acc", "retain"), ("test/acc", "test"),
@@ -33,7 +35,7 @@ def _fmt(value: Any, key: str) -> str:
 
 
 def format_table(results: dict[str, Any]) -> str:
-    """Rows: original, oracle, each method; columns: the metrics present, time and speedup."""
+    """Rows: original, oracle, each method; columns: the metrics present, time and speedup; then the gates."""
     rows: list[tuple[str, dict[str, Any]]] = [("original", results["original"])]
     if "oracle" in results:
         rows.append(("oracle (retrain)", results["oracle"]))
@@ -47,9 +49,9 @@ def format_table(results: dict[str, Any]) -> str:
         cells = [name]
         for key, _ in present:
             cell = _fmt(row.get(key), key)
-            std = row.get(f"{key}/std")
-            if isinstance(std, float) and not math.isnan(std) and key not in ("speedup",):
-                cell += f"±{_fmt(std, key)}"
+            half = half_width((row.get("ci") or {}).get(key))
+            if half is not None and key not in ("speedup", "time/s"):
+                cell += f" ± {_fmt(half, key)}"
             cells.append(cell)
         body.append(cells)
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
@@ -63,4 +65,37 @@ def format_table(results: dict[str, Any]) -> str:
     title = (f"{req['dataset']}: forget {req['description']} ({req['forget']} forget / {req['retain']} retain "
              f"samples, request {req['hash']}); speedup = {results.get('speedup_reference', 'oracle')} time / "
              f"method time; device {results.get('device', '?')}")
-    return title + "\n" + "\n".join(out)
+    seeds = results.get("seeds")
+    if seeds:
+        title += (f"\nmean ± 95 % CI half-width over {len(seeds['training'])} training seed(s) x "
+                  f"{len(seeds['unlearning'])} unlearning seed(s) (one model: bootstrap over samples)")
+    gates = format_gates(results)
+    return title + "\n" + "\n".join(out) + (f"\n\n{gates}" if gates else "")
+
+
+def format_gates(results: dict[str, Any]) -> str:
+    """One row per gated method: each gate's verdict and value (points), then the method's verdict."""
+    gates = results.get("gates") or {}
+    if not gates:
+        return ""
+    names = list(dict.fromkeys(g["name"] for gs in gates.values() for g in gs))
+    header = ["gates (points)"] + names + ["verdict"]
+    body = []
+    for method, gs in gates.items():
+        by = {g["name"]: g for g in gs}
+        cells = [method]
+        for n in names:
+            g = by.get(n)
+            value = g["value"] if g else None
+            shown = "-" if g is None else (g["verdict"] if not isinstance(value, int | float) or math.isnan(value)
+                                           else f"{g['verdict']} {value:+.1f}/{g['threshold']:.1f}")
+            cells.append(shown)
+        cells.append(str(results.get("verdicts", {}).get(method, "-")).upper())
+        body.append(cells)
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header] + body]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    notes = ["value/threshold: the difference to the retrains' mean (or the drop) against the larger of the "
+             "limit and where 99 % of retrains land"]
+    notes += [f"note: {n}" for n in results.get("notes", [])]
+    return "\n".join(lines + notes)
