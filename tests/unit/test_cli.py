@@ -16,11 +16,12 @@ TINY = ["--set", "train.epochs=4", "--set", "unlearn.methods=[finetune,neggrad]"
 
 @pytest.mark.behaviour
 def test_runs_and_writes_json(tmp_path, capsys, check) -> None:
-    out = tmp_path / "results.json"
-    assert main(["--params", str(ROOT / "params.yaml"), *TINY, "--out", str(out)]) == 0
+    out, report = tmp_path / "results.json", tmp_path / "report.html"
+    assert main(["--params", str(ROOT / "params.yaml"), *TINY, "--out", str(out), "--report", str(report)]) == 0
     table = capsys.readouterr().out
     for row in ("original", "oracle (retrain)", "finetune", "neggrad"):
         assert row in table
+    assert f"report written to {report}" in table and 'class="pareto"' in report.read_text()
     results = json.loads(out.read_text())
     assert set(results) >= {"request", "original", "oracle", "methods"} and results["complete"] is True
     assert results["request"]["forget_classes"] == [3]
