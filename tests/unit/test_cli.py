@@ -16,13 +16,15 @@ TINY = ["--set", "train.epochs=4", "--set", "unlearn.methods=[finetune,neggrad]"
 
 @pytest.mark.behaviour
 def test_runs_and_writes_json(tmp_path, capsys, check) -> None:
-    out = tmp_path / "results.json"
+    out, report = tmp_path / "results.json", tmp_path / "report.html"
     seeds = ["--set", "evaluate.training_seeds=[0,1]"]
-    assert main(["--params", str(ROOT / "params.yaml"), *TINY, *seeds, "--out", str(out)]) == 0
+    assert main(["--params", str(ROOT / "params.yaml"), *TINY, *seeds, "--out", str(out), "--report", str(report)]) == 0
     table = capsys.readouterr().out
     for row in ("original", "oracle (retrain)", "finetune", "neggrad", "gates (points)", "verdict"):
         assert row in table
     assert " ± " in table
+    assert f"report written to {report}" in table and 'class="pareto"' in report.read_text()
+    assert set(json.loads(out.read_text())["details"]) == {"original", "oracle", "finetune", "neggrad"}
     results = json.loads(out.read_text())
     assert set(results) >= {"request", "original", "oracle", "methods", "gates", "verdicts"}
     assert results["complete"] is True and results["seeds"] == {"training": [0, 1], "unlearning": [0]}

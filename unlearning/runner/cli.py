@@ -32,8 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a param, value parsed as YAML (e.g. --set unlearn.methods=[finetune])")
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    parser.add_argument("--report", type=Path, default=None, metavar="FILE",
+                        help="write a self-contained HTML report of the results here")
+    parser.add_argument("--from-json", type=Path, default=None, metavar="RESULTS",
+                        help="with --report: render this results JSON (from --out) instead of running anything")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        return _report_from_json(args.from_json, args.report)
     from ..console import Console
 
     console = Console(io.StringIO() if args.quiet else None)
@@ -74,4 +80,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         save(results)
         print(f"results written to {args.out}")
+    if args.report:
+        from ..report import write_report
+
+        print(f"report written to {write_report(_jsonable(results), args.report)}")
+    return 0
+
+
+def _report_from_json(source: Path, report: Path | None) -> int:
+    """`--report FILE --from-json RESULTS`: render saved results; trains nothing and does not load torch."""
+    if report is None:
+        print("error: --from-json renders a report: add --report FILE", file=sys.stderr)
+        return 2
+    try:
+        results = json.loads(source.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        print(f"error: cannot read results from {source}: {err}", file=sys.stderr)
+        return 2
+    if not isinstance(results, dict):
+        print(f"error: {source} holds {type(results).__name__}, not a results object", file=sys.stderr)
+        return 2
+    from ..report import write_report
+
+    print(f"report written to {write_report(results, report)}")
     return 0

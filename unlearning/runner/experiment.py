@@ -15,6 +15,7 @@ from torch import nn
 
 from ..methods import unsupported_reason
 from ..params import Params
+from ..report import model_details
 from ..requests import Split
 from ..stats import rate_sizes, summarize
 from ..steps import (
@@ -53,7 +54,8 @@ def run_experiment(params: Params, log: LogFn | None = None,
     """Bases, oracles and every configured method, evaluated, summarised and gated; the JSON-able results.
 
     Shape: {"request", "device", "seeds": {"training", "unlearning"}, "notes", "original", "oracle",
-    "methods": {name: {...}}, "gates": {name: [gate dicts]}, "verdicts": {name: verdict}}. Each model entry
+    "methods": {name: {...}}, "gates": {name: [gate dicts]}, "verdicts": {name: verdict}, "details": {model:
+    report data of its first run (`unlearning.report.model_details`)}}. Each model entry
     holds the metric means, `ci: {metric: [low, high]}` (95 %), `n_seeds` and `runs` (one metric dict per
     run, labelled `training_seed` / `seed`); methods add "data" (what they touched). Speedup = the oracle's
     (retrain) time of the same training seed / method time, measured in this run. `on_update(results)` is
@@ -91,9 +93,12 @@ def run_experiment(params: Params, log: LogFn | None = None,
             oracle_runs.append({"training_seed": t, **_evaluated(params, oracles[t], split, original=bases[t],
                                                                   oracle=oracles[t]),
                                 **timing_metrics(t_oracle, t_oracle)})
+    first = seeds[0]  # the report's distributions and heatmap show the first training seed's models
+    results["details"] = {"original": model_details(bases[first], split)}
     results["original"] = {**summarize(base_runs, sizes), "runs": base_runs}
     if oracle_runs:
         results["oracle"] = {**summarize(oracle_runs, sizes), "runs": oracle_runs}
+        results["details"]["oracle"] = model_details(oracles[first], split)
         results["notes"] = noise_notes(base_runs, oracle_runs, params.promote.gates, scenario=split.scenario,
                                        sizes=sizes, mia_key=mia_key)
         for note in results["notes"]:
@@ -119,6 +124,8 @@ def run_experiment(params: Params, log: LogFn | None = None,
                 metrics = _evaluated(params, res.model, split, original=bases[t], oracle=oracles[t], seed=seed)
                 runs.append({"training_seed": t, "seed": seed, **metrics,
                              **timing_metrics(res.time_s, reference[t])})
+                if len(runs) == 1:
+                    results["details"][name] = model_details(res.model, split)
                 touched = res.touched
                 step()
         results["methods"][name] = {**summarize(runs, sizes), "runs": runs, "data": touched or ["none"]}
