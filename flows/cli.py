@@ -76,6 +76,9 @@ def cmd_run(args) -> int:
     print(f"pipeline: {total:.1f} s (flow body {out['seconds']:.1f} s); MLflow parent run {out['parent_run_id']}")
     uri = mask_credentials(tracking_uri(root, params))
     print(f"tracking: {uri} -> mlflow ui --backend-store-uri {uri}")
+    report = root / RUNS_DIR / "report.html"
+    if report.exists():
+        print(f"report: {report} (open it in a browser; also on the MLflow parent run)")
     return 0
 
 

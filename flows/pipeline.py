@@ -156,6 +156,17 @@ def _raise_first_failure(futures: list) -> None:
             f.result()  # raises the task's own exception
 
 
+def _publish(decision: Any, parent_run_id: str) -> None:
+    """The results table and gate decisions as a Markdown artifact of this flow run (Prefect UI: Artifacts);
+    the HTML report is on the MLflow parent run and in outputs/runs/report.html."""
+    from prefect.artifacts import create_markdown_artifact
+
+    create_markdown_artifact(
+        markdown=f"{decision.table}\n\nThe HTML report (plots) is `outputs/runs/report.html`, also logged on the "
+                 f"MLflow parent run `{parent_run_id}`.", key="unlearning-results",
+        description=decision.message[:500])
+
+
 # Task runner: Prefect's default ThreadPoolTaskRunner. The timed stages (base, oracle, each unlearn[m])
 # are chained so they never share the machine: the oracle's time is the speedup's denominator and each
 # method's wall time is a reported metric. Overlapping them saved only ~4 s of a 37 s flow body (4 methods,
@@ -229,6 +240,7 @@ def _pipeline(path: Path, params: Any, overrides: list[str]) -> dict[str, Any]:
                    **{label("unlearn", m): f for m, f in models.items()},
                    **{label("evaluate", m): f for m, f in evals.items()}, "register_and_promote": promote}
         _raise_first_failure(list(futures.values()))
+        _publish(promote.result()["record"], parent)
         split = data.result()["record"]
         client = mlflow.MlflowClient()
         for key, value in split.lineage().items():

@@ -25,17 +25,16 @@ from .records import (
     EvalRecord,
     ModelRecord,
     PromotionRecord,
-    SplitRecord,
     UnlearnRecord,
     read_json,
     write_json,
 )
+from .report import markdown, pipeline_results, write_html
 from .settings import (
     MODEL_FILE,
     PROMOTE_FILE,
     RECORD_FILE,
     RUNS_DIR,
-    device_name,
     metrics_file,
     registered_model_name,
     stage_dir,
@@ -44,28 +43,6 @@ from .tracking import flatten, setup_mlflow, stage_run
 
 if TYPE_CHECKING:
     from unlearning.verdicts import GateVerdict
-
-
-def _results_table(params: Any, info: SplitRecord, base: dict, oracle: dict | None, rows: dict[str, dict],
-                   gate_rows: dict[str, list[GateVerdict]], message: str, skipped: dict[str, str]) -> str:
-    from unlearning.runner.table import format_table
-    from unlearning.verdicts import overall
-
-    results = {"request": info.summary, "original": base, "methods": rows, "device": device_name(params),
-               "speedup_reference": "oracle (retrain)" if oracle is not None else "original training"}
-    if oracle is not None:
-        results["oracle"] = oracle
-    names = sorted({g.name for gs in gate_rows.values() for g in gs})
-    lines = ["# Unlearning pipeline results", "", "```", format_table(results), "```", "", "## Gates", "",
-             "| method | version | gates | " + " | ".join(names) + " |", "|" + "---|" * (3 + len(names))]
-    for method, gs in gate_rows.items():
-        by = {g.name: g.tag for g in gs}
-        lines.append(f"| {method} | v{rows[method].get('version', '?')} | {overall(gs)} | "
-                     + " | ".join(by.get(n, "-") for n in names) + " |")
-    if skipped:
-        lines += ["", "Skipped (not applicable to this request): " + "; ".join(f"{m}: {r}" for m, r in skipped.items())]
-    lines += ["", f"**Decision:** {message}", ""]
-    return "\n".join(lines)
 
 
 GATE_STATE = {"pass": "passed", "fail": "failed", "inconclusive": "inconclusive"}
@@ -201,7 +178,10 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
             deletions.mark(ledger, [h for h in info.requests if h in waiting], "refused", registered_model=name,
                            versions={m: rows[m]["version"] for m in rows}, reasons=refused,
                            run_id=parent_run_id or run.run_id, data_hash=info.data_hash)
-        table = _results_table(params, info, base, oracle, rows, gate_rows, message, skipped)
+        results = pipeline_results(params, info, split, base, band, rows, gate_rows, skipped)
+        table = markdown(results, message)
+        html = write_html(root, params, split, results)
+        mlflow.log_artifact(str(html))
         record = PromotionRecord(production=production, previous=registry.alias_version(name, "previous"),
                                  promoted=bool(eligible) and production != previous, message=message,
                                  passing=[m for _, m, _ in sorted(eligible)], refused=refused, skipped=skipped,
@@ -214,6 +194,7 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
         if parent_run_id:
             c = registry.client()
             c.log_text(parent_run_id, table, "results.md")
+            c.log_artifact(parent_run_id, str(html))
             c.set_tag(parent_run_id, "production_version", str(production or ""))
             c.set_tag(parent_run_id, "mlflow.note.content", table)
     record.write(root / PROMOTE_FILE)
