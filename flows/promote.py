@@ -196,7 +196,9 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
             c.log_text(parent_run_id, table, "results.md")
             c.log_artifact(parent_run_id, str(html))
             c.set_tag(parent_run_id, "production_version", str(production or ""))
-            c.set_tag(parent_run_id, "mlflow.note.content", table)
+            # MLflow keeps 8,000 characters of a tag: a long table is cut here, whole in results.md.
+            c.set_tag(parent_run_id, "mlflow.note.content", table if len(table) <= 8000 else
+                      table[:7900] + "\n\n... (cut: the whole table is the artifact results.md)")
     record.write(root / PROMOTE_FILE)
     write_json(root / RUNS_DIR / "register_and_promote.json",
                {"run_id": record.run_id, "promoted": record.promoted, "message": record.message, "table": table})

@@ -47,21 +47,19 @@ def pipeline_results(params: Any, info: SplitRecord, split: Split, base: dict, b
 
 
 def markdown(results: dict[str, Any], message: str) -> str:
-    """The results table and the gate decisions as Markdown."""
+    """The results table with the gate verdicts, the reasons of every gate that did not pass, the decision."""
     from unlearning.runner.table import format_table
 
-    gates = results.get("gates", {})
-    names = list(dict.fromkeys(g["name"] for gs in gates.values() for g in gs))
-    lines = ["# Unlearning pipeline results", "", "```", format_table(results), "```", "", "## Gates", "",
-             "| method | version | verdict | " + " | ".join(names) + " |", "|" + "---|" * (3 + len(names))]
-    for method, gs in gates.items():
-        by = {g["name"]: f"{g['verdict']} {g['reason']}" for g in gs}
-        lines.append(f"| {method} | v{results['methods'][method].get('version', '?')} | "
-                     f"{results['verdicts'][method]} | " + " | ".join(by.get(n, "-") for n in names) + " |")
+    lines = ["# Unlearning pipeline results", "", "```", format_table(results), "```", ""]
+    reasons = [f"- **{method}** v{results['methods'][method].get('version', '?')} ({results['verdicts'][method]}): "
+               f"{g['name']}: {g['verdict']} {g['reason']}"
+               for method, gs in results.get("gates", {}).items() for g in gs if g["verdict"] != "pass"]
+    if reasons:
+        lines += ["## Gates that did not pass", "", *reasons, ""]
     skipped = {m: r["skipped"] for m, r in results["methods"].items() if r.get("skipped")}
     if skipped:
-        lines += ["", "Skipped (not applicable to this request): " + "; ".join(f"{m}: {r}" for m, r in skipped.items())]
-    lines += ["", f"**Decision:** {message}", ""]
+        lines += ["Skipped (not applicable to this request): " + "; ".join(f"{m}: {r}" for m, r in skipped.items()), ""]
+    lines += [f"**Decision:** {message}", ""]
     return "\n".join(lines)
 
 

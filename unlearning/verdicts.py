@@ -178,7 +178,7 @@ def decide_gates(method: Sequence[Mapping[str, Any]], base: Sequence[Mapping[str
                 d -= 100.0 * statistics.fmean(_values(method, "test/acc") or [mean_m])
         threshold = max(limit, band, resolution)
         if band > max(limit, resolution):
-            note += f"; limit {limit:g} is finer than retraining's own spread here"
+            note += f"; limit {limit:g} < retrain spread"
         out.append(_decide(name, d, sigma, limit, threshold, kind == "vs_oracle", what, note))
 
     if oracle:

@@ -40,7 +40,7 @@ def test_the_mia_gate_widens_to_the_retrains_spread_and_says_inconclusive_betwee
     # 146 forget samples at a rate of 0.12: one model's rate has sd 2.7 points, so the 5-point limit is
     # finer than where retrains land (2.5 sigma, sigma = 2.7 * sqrt(1 + 1/3) = 3.1 points: about 7.8).
     near = decide(run(**{"mia/entropy_lr": 0.18}))["mia_vs_oracle"]
-    assert near.verdict == "pass" and 7.0 < near.threshold < 8.5 and "finer than retraining" in near.reason
+    assert near.verdict == "pass" and 7.0 < near.threshold < 8.5 and "limit 5 < retrain spread" in near.reason
     middle = decide(run(**{"mia/entropy_lr": 0.25}))["mia_vs_oracle"]
     assert middle.verdict == "inconclusive" and "more seeds" in middle.reason
     assert middle.ci[0] < middle.threshold < middle.ci[1]
