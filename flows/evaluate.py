@@ -1,9 +1,14 @@
 """Stage `evaluate[method]`: every metric of one unlearned model, against the base model and the oracle.
 
-Writes `outputs/metrics/<method>.json` (DVC metrics, flat names), `outputs/plots/<method>.csv` (per-class
-test accuracy of base, oracle and unlearned model: a DVC plot) and, under `outputs/evaluate/<method>/`,
-the PNG plots that also go to MLflow, and the stage's `EvalRecord` (content only; this run's MLflow run
-is in `outputs/runs/evaluate-<method>.json`). Every model.pt read here is checked against its SHA-256.
+With several `evaluate.seeds`, the models of the other unlearning seeds (flows.unlearn) are scored too: the
+metrics are means over seeds with 95 % intervals (`ci`; `<metric>/ci_low|ci_high` in MLflow), and
+`runs.json` keeps each seed's metrics for the gates; one model gets bootstrap intervals over its samples.
+
+Writes `outputs/metrics/<method>.json` (DVC metrics), `outputs/plots/<method>.csv` (per-class test accuracy
+of base, oracle and unlearned model: a DVC plot) and, under `outputs/evaluate/<method>/`, the PNG plots that
+also go to MLflow, `runs.json`, `details.json` (the HTML report's data of the registered model) and the
+stage's `EvalRecord` (content only; this run's MLflow run is in `outputs/runs/evaluate-<method>.json`).
+Every model.pt read here is checked against its SHA-256.
 """
 
 from __future__ import annotations
@@ -25,11 +30,16 @@ from .settings import (
 )
 from .tracking import flatten, stage_run
 
+RUNS_FILE = "runs.json"  # outputs/evaluate/<method>/: one metric dict per unlearning seed
+DETAILS_FILE = "details.json"  # outputs/evaluate/<method>/: the report data of the registered model
+
 
 def evaluate(ctx: StageContext, method: str) -> EvalRecord:
     """Score the unlearned model of `method`; writes its metrics, plots and record."""
     import mlflow
 
+    from unlearning.report import model_details
+    from unlearning.stats import ci_metrics, rate_sizes, summarize
     from unlearning.steps import evaluate_model, timing_metrics
     from unlearning.utils import get_device
 
@@ -53,8 +63,8 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
     base_rec = ModelRecord.read(stage_dir(root, "base") / MODEL_FILE)
     oracle_rec = ModelRecord.read(stage_dir(root, "oracle") / MODEL_FILE)
 
-    def load(rec: ModelRecord | UnlearnRecord, *where: str):
-        path = stage_dir(root, *where) / CHECKPOINT
+    def load(rec: ModelRecord | UnlearnRecord, *where: str, file: str = CHECKPOINT):
+        path = stage_dir(root, *where) / file
         return registry.load_verified(path, rec.checkpoint_sha256, str(path.relative_to(root)), device)
 
     original = load(base_rec, "base")
@@ -67,18 +77,29 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
     with stage_run(root, params, "evaluate", run_name=f"evaluate[{method}]", parent_run_id=ctx.parent_run_id,
                    tags=tags) as run:
         mlflow.log_params(flatten(params.evaluate.model_dump(), "evaluate."))
-        metrics = evaluate_model(params, model, split, original=original, oracle=oracle, seed=seed)
         # Speedup over retraining: the oracle's training time (measured when it was trained, also when reused).
         reference = oracle_rec.time_s if oracle is not None else base_rec.time_s
-        metrics.update(timing_metrics(float(unlearned.time_s or 0.0), reference))
-        finite = {k: v for k, v in metrics.items() if math.isfinite(v)}
+        runs = [{"seed": seed, **evaluate_model(params, model, split, original=original, oracle=oracle, seed=seed),
+                 **timing_metrics(float(unlearned.time_s or 0.0), reference)}]
+        for other in unlearned.seed_runs:  # the other unlearning seeds' models (flows.unlearn)
+            seeded = load(UnlearnRecord(method=method, checkpoint_sha256=other["checkpoint_sha256"]),
+                          "unlearn", method, file=f"seed-{other['seed']}.pt")
+            runs.append({"seed": other["seed"], **evaluate_model(params, seeded, split, original=original,
+                                                                 oracle=oracle, seed=other["seed"]),
+                         **timing_metrics(float(other["time_s"]), reference)})
+        summary = summarize(runs, rate_sizes(split))
+        metrics = {k: float(v) for k, v in summary.items() if k not in ("ci", "n_seeds")}
+        finite = {k: v for k, v in {**metrics, **ci_metrics(summary), "n_seeds": float(len(runs))}.items()
+                  if math.isfinite(v)}
         mlflow.log_metrics(finite, model_id=unlearned.model_id or None)
         models = {"original": original, "unlearned": model} | ({"oracle": oracle} if oracle is not None else {})
         for png in write_pngs(outdir, method, split, models):
             mlflow.log_artifact(str(png), "plots")
         write_per_class_csv(csv_path, split, models)
         mlflow.log_artifact(str(csv_path), "plots")
-    write_json(metrics_file(root, method), metrics)
+    write_json(metrics_file(root, method), {**metrics, "ci": summary["ci"], "n_seeds": len(runs)})
+    write_json(outdir / RUNS_FILE, {"runs": runs})  # per seed: what the gates weigh
+    write_json(outdir / DETAILS_FILE, model_details(model, split))  # the report's distributions, per class
     record = EvalRecord(method=method, model_version=unlearned.version,
                         checkpoint_sha256=unlearned.checkpoint_sha256,
                         metrics_file=str(metrics_file(root, method).relative_to(root)), **info.lineage())

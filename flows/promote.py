@@ -49,15 +49,15 @@ GATE_STATE = {"pass": "passed", "fail": "failed", "inconclusive": "inconclusive"
 
 
 def _gate_version(params: Any, name: str, method: str, version: str, metrics: dict[str, float], base: dict,
-                  band: list[dict] | None, split: Any,
+                  band: list[dict] | None, split: Any, runs: list[dict],
                   record: bool = True) -> tuple[list[GateVerdict], bool, float]:
     """Decide one version's gates against the retrain band and (with `record`) keep them as its tags;
-    (verdicts, passed, score). The version is one model on the one base: a single run for the rule."""
+    (verdicts, passed, score). `runs`: the method's unlearning seeds, all on the one base model."""
     from unlearning.stats import rate_sizes
     from unlearning.verdicts import decide_gates, overall, score
 
     mia_key = f"mia/entropy_{params.evaluate.mia_classifier}"
-    results = decide_gates([{"training_seed": "base", **metrics}], [{"training_seed": "base", **base}], band,
+    results = decide_gates([{**r, "training_seed": "base"} for r in runs], [{"training_seed": "base", **base}], band,
                            params.promote.gates, scenario=split.scenario, sizes=rate_sizes(split), mia_key=mia_key)
     verdict = overall(results)
     ok = verdict == "pass"
@@ -134,7 +134,10 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
             # Under `dvc exp run`, DVC may reuse an unlearn stage of a service run: that version belongs to
             # the service's registered model, which an experiment gates for its report but never tags or moves.
             ours = owner == name
-            results, ok, s = _gate_version(params, name, method, version, metrics, base, band, split, record=ours)
+            runs_path = stage_dir(root, "evaluate", method) / "runs.json"
+            runs = read_json(runs_path)["runs"] if runs_path.exists() else [metrics]
+            results, ok, s = _gate_version(params, name, method, version, metrics, base, band, split, runs,
+                                           record=ours)
             if not ours:
                 foreign[method] = f"{owner} v{version}"
             # A version a human rolled back is not put back in production by a later (scheduled) run.

@@ -151,6 +151,9 @@ class UnlearnRecord(MethodRecord):
     time_s: float | None = None  # measured when the version was made (also when reused)
     touched: list[str] = []
     base_version: str | None = None
+    # The other unlearning seeds (evaluate.seeds[1:]): {seed, time_s, checkpoint_sha256} of each model, kept
+    # as outputs/unlearn/<method>/seed-<seed>.pt for the evaluate stage (not registered: only seed 0 serves).
+    seed_runs: list[dict[str, Any]] = []
 
 
 class EvalRecord(MethodRecord):

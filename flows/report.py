@@ -33,10 +33,11 @@ def pipeline_results(params: Any, info: SplitRecord, split: Split, base: dict, b
         "request": info.summary, "device": device_name(params), "complete": True,
         "speedup_reference": "oracle (retrain)" if band else "original training",
         "seeds": {"training": params.evaluate.training_seeds[:len(band or [])] or [params.train.seed],
-                  "unlearning": params.evaluate.seeds[:1]},
+                  "unlearning": params.evaluate.seeds},
         "original": summarize([base], sizes),
-        "methods": {m: {**summarize([{k: v for k, v in r.items() if k != "version"}], sizes),
-                        "version": r.get("version")} for m, r in rows.items()},
+        # The evaluate stage's means and intervals (over unlearning seeds); bootstrap where a row has none.
+        "methods": {m: r if "ci" in r else {**summarize([{k: v for k, v in r.items() if k != "version"}], sizes),
+                                            "version": r.get("version")} for m, r in rows.items()},
         "gates": {m: [g.as_dict() for g in gs] for m, gs in gate_rows.items()},
         "verdicts": {m: overall(gs) for m, gs in gate_rows.items()},
     }

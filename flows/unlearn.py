@@ -3,7 +3,9 @@
 The new version is tagged with its lineage (data version, request, base version, method, the data the
 method touched) and gets the alias `candidate-<method>` (an MLflow alias names one version, so each
 method keeps its own candidate). A method that cannot serve the request is recorded as skipped, with why.
-The pipeline unlearns with the first of `evaluate.seeds` (fanning out over seeds is the runner's job).
+The first of `evaluate.seeds` makes the registered version; each other unlearning seed runs the method
+again on the same base, and its model is kept beside it (outputs/unlearn/<method>/seed-<seed>.pt, not
+registered) so that the evaluate stage can measure the method's spread over seeds.
 
 Content-addressed like the base model: the key is hash(base checkpoint, data version, request, method,
 the method's effective config, seed). When the registry holds a version under that key whose checkpoint
@@ -14,6 +16,7 @@ what this run did (its MLflow run, reused or not) goes to `outputs/runs/unlearn-
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from . import _registry as registry
@@ -42,7 +45,52 @@ def _touched(tag: str | None) -> list[str]:
 
 
 def unlearn(ctx: StageContext, method: str) -> UnlearnRecord:
-    """Unlearn the request from the base model with `method` (or reuse the version made so before)."""
+    """Unlearn the request from the base model with `method` (or reuse the version made so before), then
+    once more per other unlearning seed."""
+    record = _registered(ctx, method)
+    outdir = stage_dir(ctx.root, "unlearn", method)
+    extra = [] if record.skipped else list(ctx.params.evaluate.seeds[1:])
+    for stale in outdir.glob("seed-*.pt"):
+        if stale.stem.removeprefix("seed-") not in {str(s) for s in extra}:
+            stale.unlink()
+    if not extra:
+        return record
+    record = record.model_copy(update={"seed_runs": _other_seeds(ctx, method, extra)})
+    record.write(outdir / RECORD_FILE)
+    return record
+
+
+def _other_seeds(ctx: StageContext, method: str, seeds: list[int]) -> list[dict[str, Any]]:
+    """Run `method` on the base once per seed; keep each model and its time (also on this stage's run)."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric
+
+    from unlearning.models import save_checkpoint
+    from unlearning.steps import run_method
+    from unlearning.utils import get_device
+
+    from .version_data import load_split
+
+    root, params = ctx.root, ctx.params
+    split, _ = load_split(root)
+    base = ModelRecord.read(stage_dir(root, "base") / MODEL_FILE)
+    original = registry.load_verified(stage_dir(root, "base") / CHECKPOINT, base.checkpoint_sha256,
+                                      f"outputs/base/{CHECKPOINT}", get_device(params.train.device))
+    out = []
+    for seed in seeds:
+        result = run_method(params, method, original, split, seed=seed, log=ctx.log)
+        ckpt = save_checkpoint(result.model, stage_dir(root, "unlearn", method) / f"seed-{seed}.pt")
+        out.append({"seed": seed, "time_s": result.time_s, "checkpoint_sha256": registry.sha256_file(ckpt)})
+    run_id = StageRun.read(StageRun.path(root, "unlearn", method)).run_id
+    if run_id:
+        now = int(time.time() * 1000)
+        MlflowClient().log_batch(run_id, metrics=[Metric("time/s/other_seeds", r["time_s"], now, r["seed"])
+                                                  for r in out])
+    return out
+
+
+def _registered(ctx: StageContext, method: str) -> UnlearnRecord:
+    """The registered version of the first unlearning seed: made now, or reused by content key."""
     import mlflow
 
     from unlearning.methods import METHODS, unsupported_reason

@@ -96,7 +96,7 @@ def test_first_run_tracks_registers_and_promotes(project, first):
     assert (project / "dvc.lock").exists() and "path: data\n" in (project / "dvc.lock").read_text()
     metrics = json.loads((project / "outputs/metrics/finetune.json").read_text())
     assert 0.0 <= metrics["forget/acc"] <= 1.0
-    assert "| finetune |" in first["table"]
+    assert "\nfinetune " in first["table"] and "gates (points)" in first["table"]
 
 
 def test_second_run_reuses_base_and_oracle(project, first, second):
@@ -193,3 +193,20 @@ def test_deletion_request_goes_to_a_version_that_leads_back(project, second, pre
     else:
         assert req["result"]["reasons"]
     assert dvc(project, "status").stdout.strip().endswith("up to date.")
+
+
+def test_unlearning_seeds_give_each_method_intervals_over_seeds(project, second, prefect_harness):
+    """Last in the file: a run with --set changes outputs/ without recording them in dvc.lock."""
+    from flows.pipeline import unlearning_pipeline
+    from flows.records import UnlearnRecord
+
+    out = unlearning_pipeline(root=str(project), overrides=["evaluate.seeds=[0,1]"])
+    record = UnlearnRecord.read(project / "outputs/unlearn/finetune/record.json")
+    assert [r["seed"] for r in record.seed_runs] == [1]
+    assert (project / "outputs/unlearn/finetune/seed-1.pt").exists()
+    runs = json.loads((project / "outputs/evaluate/finetune/runs.json").read_text())["runs"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    metrics = json.loads((project / "outputs/metrics/finetune.json").read_text())
+    assert metrics["n_seeds"] == 2 and metrics["ci"]["retain/acc"][0] <= metrics["retain/acc"]
+    assert "2 unlearning seed(s)" in out["promotion"].table
+    assert (project / "outputs/runs/report.html").read_text().count("<svg") >= 3
