@@ -11,15 +11,21 @@ The rule, in points, for a gated quantity x (a rate: forget acc, MIA member rate
 
     s_R = spread of x over the retrained models, never below the binomial noise of one model
           on the n samples x counts (one retrain gives no spread; the floor stands in for it)
-    σ²  = the uncertainty of the method's mean: s_R² (training-seed variance, measured on the retrains
-          when the method ran on one base) + s_U²/J (its unlearning seeds), or the spread of its
-          per-base means over I bases / I; plus s_R²/K for the retrains' own mean over K oracles
+    τ   = where a method that behaves like retraining lands: s_R·√(1/I + 1/K) for a method run on I
+          base models, against the mean of K retrains (the pipeline: I = 1)
+    σ   = this method's own uncertainty: s_R² (the training-seed variance, taken from the retrains
+          when it ran on one base) + s_U²/J over its J unlearning seeds, or the spread of its per-base
+          means / I over I bases; plus s_R²/K for the retrains' mean
     d   = method − retrain mean (two-sided gates), or base − method (drop gates, one-sided)
-    T   = max(limit, 2.5 σ): where 99 % of fresh retrains land, or the limit when it is looser
+    T   = max(limit, 2.5 τ): where 99 % of fresh retrains land, or the limit when it is looser
           (drop gates add the drop that retraining itself shows)
-    pass          d within T
+    pass          d within T, and σ at most 1.5 τ (not much noisier over its seeds than retraining)
     fail          d beyond T even at the near end of its 95 % interval (d ∓ 1.96 σ)
-    inconclusive  d beyond T, but its interval reaches back inside: more seeds or samples would settle it
+    inconclusive  otherwise: d beyond T with its interval reaching back inside, or d within T on a
+                  method too noisy over its seeds to tell; more seeds or samples would settle it
+
+For one model on one base (what the pipeline gates) σ equals τ, so the rule is: pass within 2.5 τ,
+fail beyond 2.5 τ + 1.96 τ, inconclusive between.
 
 Measured rates of the rule (bench/gate_calibration.py, digits, 20 trials each) are in the README.
 """
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
 
 Z_RETRAIN = 2.5  # two-sided 98.8 %: where a fresh retrain's difference lands
 Z_CI = 1.96  # the reported 95 % interval of a difference
+NOISY = 1.5  # a method whose uncertainty exceeds this many times retraining's is inconclusive, not passed
 VERDICTS = ("pass", "fail", "inconclusive")
 FORGET_SET_GATES = ("forget_acc_vs_oracle", "mia_vs_oracle", "forget_acc_vs_test")
 
@@ -104,20 +111,25 @@ def _method_variance(runs: Sequence[Mapping[str, Any]], key: str, retrain_sd: fl
     return retrain_sd ** 2 + unlearn
 
 
-def _decide(name: str, d: float, sigma: float, limit: float, threshold: float, two_sided: bool,
-            what: str, note: str) -> GateVerdict:
+def _decide(name: str, d: float, sigma: float, tau: float | None, limit: float, threshold: float,
+            two_sided: bool, what: str, note: str) -> GateVerdict:
     lo, hi = d - Z_CI * sigma, d + Z_CI * sigma
     shown = abs(d) if two_sided else d
     near = (min(abs(lo), abs(hi)) if lo * hi > 0 else 0.0) if two_sided else lo
     ci_text = f"95% CI {lo:+.1f} to {hi:+.1f}"
-    if shown <= threshold + 1e-4:  # metrics pass through float32: 1 - 0.95 can be 5.0000012 points
+    settle = "; more seeds (evaluate.seeds, evaluate.training_seeds) or more forget samples would settle it"
+    # A method much noisier over its seeds than retraining is (sigma > 1.5 tau) cannot pass on its mean alone.
+    noisy = tau is not None and sigma > NOISY * tau + 1e-9
+    if shown <= threshold + 1e-4 and not noisy:  # float32 metrics: 1 - 0.95 can be 5.0000012 points
         verdict, text = "pass", f"{what} {shown:.2f} <= {threshold:.3g} ({ci_text}){note}"
     elif near > threshold:
         verdict, text = "fail", f"{what} {shown:.2f} > {threshold:.3g} across its {ci_text}{note}"
+    elif shown <= threshold + 1e-4:
+        verdict, text = "inconclusive", (f"{what} {shown:.2f} <= {threshold:.3g} but it varies over its seeds "
+                                         f"{sigma / tau:.1f}x as much as retraining ({ci_text}){note}{settle}")
     else:
         verdict, text = "inconclusive", (f"{what} {shown:.2f} > {threshold:.3g} but its {ci_text} reaches "
-                                         f"back inside{note}; more seeds (evaluate.seeds, evaluate.training_seeds) "
-                                         "or more forget samples would settle it")
+                                         f"back inside{note}{settle}")
     return GateVerdict(name, d, (lo, hi), limit, threshold, verdict, text)
 
 
@@ -163,23 +175,26 @@ def decide_gates(method: Sequence[Mapping[str, Any]], base: Sequence[Mapping[str
         if name in FORGET_SET_GATES and n_forget and 100.0 / n_forget > limit:
             resolution, note = 100.0 / n_forget, f"; limit {limit:g} raised to one of {n_forget} forget samples"
         mean_m = statistics.fmean(m)
+        # tau: how far a method that behaves like retraining would land, on as many bases as this one ran on;
+        # it sets the band. sigma: this method's own uncertainty; it sets the interval.
+        n_bases = max(len(per_training_seed(method, key)), 1)
+        tau = 100.0 * retrain_sd * math.sqrt(1.0 / n_bases + 1.0 / len(ref)) if ref else None
+        sigma = 100.0 * math.sqrt(var + (retrain_sd ** 2 / len(ref) if ref else 0.0))
         if kind == "vs_oracle":
-            sigma = 100.0 * math.sqrt(var + retrain_sd ** 2 / len(ref))
             d = 100.0 * (mean_m - statistics.fmean(ref))
-            band = Z_RETRAIN * sigma
+            band = Z_RETRAIN * tau
         elif kind == "drop":
             d = 100.0 * (statistics.fmean(b) - mean_m)
-            sigma = 100.0 * math.sqrt(var + (retrain_sd ** 2 / len(ref) if ref else 0.0))
             # Retraining is allowed whatever it loses itself: its mean drop plus where 99 % of retrains land.
-            band = (100.0 * (statistics.fmean(b) - statistics.fmean(ref)) + Z_RETRAIN * sigma) if ref else 0.0
+            band = (100.0 * (statistics.fmean(b) - statistics.fmean(ref)) + Z_RETRAIN * tau) if ref else 0.0
         else:  # oracle-free: the rate itself against the limit
-            d, sigma, band = 100.0 * mean_m, 100.0 * math.sqrt(var), 0.0
+            d, band = 100.0 * mean_m, 0.0
             if kind == "vs_test":
                 d -= 100.0 * statistics.fmean(_values(method, "test/acc") or [mean_m])
         threshold = max(limit, band, resolution)
         if band > max(limit, resolution):
             note += f"; limit {limit:g} < retrain spread"
-        out.append(_decide(name, d, sigma, limit, threshold, kind == "vs_oracle", what, note))
+        out.append(_decide(name, d, sigma, tau, limit, threshold, kind == "vs_oracle", what, note))
 
     if oracle:
         gate("forget_acc_vs_oracle", "forget/acc", "vs_oracle", "|forget acc - retrain|")

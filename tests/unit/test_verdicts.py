@@ -112,3 +112,13 @@ def test_score_prefers_the_gap_to_the_oracle():
     assert score({"oracle/avg_gap": 1.5}, verdicts) == 1.5
     assert 0 <= score({}, verdicts) < 1
     assert overall([]) == "inconclusive"
+
+
+def test_a_method_much_noisier_than_retraining_is_inconclusive_even_near_the_retrains():
+    # neggrad on three digits bases: MIA 0.45, 0.07, 0.00; its mean is 5 points from the retrains', but
+    # one base says 33 points: the mean alone cannot pass it.
+    runs = [{**run(**{"mia/entropy_lr": v})[0], "training_seed": t} for t, v in enumerate([0.45, 0.07, 0.0])]
+    gate = decide(runs)["mia_vs_oracle"]
+    assert gate.verdict == "inconclusive" and "as much as retraining" in gate.reason
+    steady = [{**run(**{"mia/entropy_lr": v})[0], "training_seed": t} for t, v in enumerate([0.16, 0.17, 0.18])]
+    assert decide(steady)["mia_vs_oracle"].verdict == "pass"
