@@ -102,7 +102,7 @@ def _log_band(ctx: StageContext, band: list[dict[str, Any]]) -> None:
                         sizes=sizes, mia_key=f"mia/entropy_{ctx.params.evaluate.mia_classifier}")
     for note in notes:
         if ctx.log is not None:
-            ctx.log({"stage": "retrain_oracle", "note": note})
+            ctx.log({"note": note})
 
 
 def _write(ctx: StageContext, record: ModelRecord, run: StageRun, metrics: dict[str, float]) -> ModelRecord:
