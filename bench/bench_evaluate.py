@@ -142,13 +142,15 @@ def models(params: Any, split: Any, cache: Path | None) -> tuple[dict[str, torch
     if folder is not None and (folder / "meta.json").exists():
         meta = json.loads((folder / "meta.json").read_text())
         found = {name: load_checkpoint(folder / f"{name}.pt", device).eval() for name in meta["models"]}
-        print(f"# cached models from {folder} (oracle trained in {meta['oracle_s']:.2f} s)", flush=True)
+        print(f"# cached models from {folder} (oracle trained in {meta['oracle_s']:.2f} s, "
+              f"{meta.get('threads', '?')} torch threads)", flush=True)
     else:
         original, t_original = train_original(params, split)
         oracle, t_oracle = train_oracle(params, split)
         finetune = run_method(params, "finetune", original, split).model.eval()
         found = {"original": original, "oracle": oracle, "finetune": finetune}
-        meta = {"models": list(found), "oracle_s": t_oracle, "original_s": t_original}
+        meta = {"models": list(found), "oracle_s": t_oracle, "original_s": t_original,
+                "threads": torch.get_num_threads()}
         print(f"# trained: original {t_original:.2f} s, oracle {t_oracle:.2f} s", flush=True)
         if folder is not None:
             for name, model in found.items():
