@@ -305,13 +305,20 @@ def test_evaluate_memo_gives_identical_values_and_misses_on_another_oracle_or_se
     import copy
 
     from unlearning.metrics import clear_cache
-    from unlearning.metrics.cache import ORACLE, RELEARN, TEACHER
+    from unlearning.metrics.cache import ORACLE, OUTPUTS, RELEARN, TEACHER
+    from unlearning.metrics.signals import signals
 
     cfg = EvaluateConfig(ain_max_steps=20)
     clear_cache()
     cold = evaluate(original, class_split, original=original, oracle=oracle, cfg=cfg)
     sizes = len(ORACLE), len(RELEARN), len(TEACHER)
-    assert sizes == (1, 2, 1)
+    assert sizes == (1, 2, 1) and len(OUTPUTS) == 1
+    # The plots' signals reuse the outputs `evaluate` computed, and equal a direct computation.
+    scores = mia_scores(original, class_split)
+    assert len(OUTPUTS) == 1
+    forget = class_split.forget()
+    for key, values in signals(predict(original, forget), forget.y, False).items():
+        assert np.array_equal(scores[f"forget/{key}"], values)
     warm = evaluate(original, class_split, original=original, oracle=copy.deepcopy(oracle), cfg=cfg)
     assert warm == cold and (len(ORACLE), len(RELEARN), len(TEACHER)) == sizes
     other = copy.deepcopy(oracle)

@@ -3,7 +3,8 @@
 Scoring several models against one oracle recomputes the oracle's side every time: its outputs and its
 average-gap reference (an SVC fit), its AIN relearning count rt(oracle), and ZRF's random teacher. Those
 depend only on the oracle's weights (or the architecture), the samples, the seed and the settings, so
-they are memoised under a digest of exactly those. Keys hash content, never object identity: an oracle
+they are memoised under a digest of exactly those (and so are a model's own outputs, which the pipeline's
+plots need again right after `evaluate`). Keys hash content, never object identity: an oracle
 loaded again from its checkpoint hits, one trained further in place misses. Bounded (LRU), thread-safe,
 and one computation per key at a time, so concurrent evaluations of one oracle compute it once.
 """
@@ -92,9 +93,10 @@ class Memo:
 RELEARN = Memo(64)  # rt(model) per (model, data, target, settings): a few ints
 ORACLE = Memo(4)  # the oracle's outputs on the evaluation sets and its average-gap reference
 TEACHER = Memo(8)  # ZRF's random teacher's outputs per (architecture, samples, device)
+OUTPUTS = Memo(2)  # the last models' outputs on the evaluation sets (evaluate, then mia_scores for the plots)
 
 
 def clear_cache() -> None:
     """Forget every memoised value (benchmarks use it to time cold evaluations)."""
-    for memo in (RELEARN, ORACLE, TEACHER):
+    for memo in (RELEARN, ORACLE, TEACHER, OUTPUTS):
         memo.clear()

@@ -44,6 +44,7 @@ from .distances import (
     weight_distance,
 )
 from .mia import efficacy, mia_metrics
+from .outputs import eval_sets, forget_eval, model_outputs, outputs
 from .signals import signals
 
 GAP_KEYS = ("forget/acc", "retain/acc", "test/acc", "mia/efficacy")
@@ -52,35 +53,6 @@ GAP_KEYS = ("forget/acc", "retain/acc", "test/acc", "mia/efficacy")
 # machine (load 4-5) the default 2 threads made an AIN step on digits 20x slower (83 ms vs 4 ms) and one
 # on MNIST (cnn, width 16) 2.5x slower (0.7-0.9 s vs 0.3 s); see bench/bench_evaluate.py.
 EVAL_CPU_THREADS = 1
-
-
-def _sets(split: Split, device: torch.device) -> dict[str, Samples]:
-    """The evaluation sets; forget_test / retain_test only where the request defines them and they are non-empty."""
-    sets = {"forget": split.forget(device), "retain": split.retain(device), "test": split.test(device)}
-    for name, samples in (("forget_test", split.forget_test(device)), ("retain_test", split.retain_test(device))):
-        if samples is not None and len(samples) > 0:
-            sets[name] = samples
-    return sets
-
-
-def _forget_eval(sets: Mapping[str, Samples]) -> str:
-    # Distances, ZRF and AIN use forget-test samples when they exist (the papers' choice), else forget-train.
-    return "forget_test" if "forget_test" in sets else "forget"
-
-
-def _outputs(model: nn.Module, split: Split, sets: Mapping[str, Samples], names: tuple[str, ...],
-             device: torch.device) -> dict[str, Tensor]:
-    """`predict` on the named sets, on `device`; forget_test / retain_test rows come from the test outputs.
-
-    `predict` scores every row on its own (eval mode), so a row's output is the same in either pass.
-    """
-    out = {k: predict(model, sets[k]).to(device) for k in dict.fromkeys(names)
-           if k not in ("forget_test", "retain_test")}
-    if "forget_test" in names or "retain_test" in names:
-        test = out["test"] if "test" in out else predict(model, sets["test"]).to(device)
-        mask = split.forget_test_mask.to(device)
-        out.update({k: test[rows] for k, rows in (("forget_test", mask), ("retain_test", ~mask)) if k in names})
-    return out
 
 
 def _teacher_outputs(model: nn.Module, samples: Samples, device: torch.device) -> Tensor:
@@ -92,10 +64,10 @@ def _teacher_outputs(model: nn.Module, samples: Samples, device: torch.device) -
 def _oracle_side(oracle: nn.Module, split: Split, sets: Mapping[str, Samples], seed: int, regression: bool,
                  device: torch.device) -> tuple[dict[str, Tensor], dict[str, float]]:
     """The oracle's outputs and (classification) its average-gap reference, memoised per oracle and data."""
-    names = ("forget",) if regression else ("forget", "retain", "test", _forget_eval(sets))
+    names = ("forget",) if regression else ("forget", "retain", "test", forget_eval(sets))
 
     def compute() -> tuple[dict[str, Tensor], dict[str, float]]:
-        o_outs = _outputs(oracle, split, sets, names, device)
+        o_outs = outputs(oracle, split, sets, names, device)
         return o_outs, ({} if regression else _gap_reference(o_outs, sets, seed))
 
     key = digest("oracle", oracle, model_device(oracle).type, device.type, seed, regression,
@@ -109,7 +81,7 @@ def _oracle_metrics(model: nn.Module, oracle: nn.Module, sets: Mapping[str, Samp
     if regression:
         out["oracle/w1"] = wasserstein(outs["forget"], o_outs["forget"])
         return out
-    fe = _forget_eval(sets)
+    fe = forget_eval(sets)
     out.update({"oracle/act_dist": act_dist(outs[fe], o_outs[fe]), "oracle/js": js_divergence(outs[fe], o_outs[fe]),
                 "oracle/js_textbook": js_textbook(outs[fe], o_outs[fe]),
                 "oracle/kl": kl_divergence(outs[fe], o_outs[fe]),
@@ -156,15 +128,15 @@ def _scores(model: nn.Module, split: Split, original: nn.Module | None, oracle: 
             cfg: EvaluateConfig, seed: int, device: torch.device) -> dict[str, float]:
     regression = split.dataset.task == "regression"
     unit = "mae" if regression else "acc"
-    sets = _sets(split, device)
+    sets = eval_sets(split, device)
     with torch.no_grad():
-        outs = _outputs(model, split, sets, tuple(sets), device)
+        outs = model_outputs(model, split, sets, device)
         metrics: dict[str, float] = {f"{name}/{unit}": utility(outs[name], s.y, regression)
                                      for name, s in sets.items()}
         sig = {name: signals(outs[name], sets[name].y, regression) for name in ("forget", "retain", "test")}
         metrics.update(mia_metrics(sig, regression=regression, classifier=cfg.mia_classifier, seed=seed))
         if not regression:
-            fe = _forget_eval(sets)
+            fe = forget_eval(sets)
             metrics["zrf"] = 1.0 - js_divergence(outs[fe], _teacher_outputs(model, sets[fe], device))
         if oracle is not None:
             # The oracle's outputs and reference: once per oracle and split, shared by every model scored.
