@@ -46,6 +46,7 @@ MODELS = ("original", "oracle", "finetune", "collapsed")
 # by the identity of the first argument. Functions missing from a version of the code are skipped.
 PARTS = [
     ("unlearning.metrics.report", "predict", "outputs: {role}"),
+    ("unlearning.metrics.outputs", "predict", "outputs: {role}"),
     ("unlearning.metrics.report", "random_teacher", "zrf: build teacher"),
     ("unlearning.metrics.report", "utility", "utility"),
     ("unlearning.metrics.report", "signals", "signals"),
@@ -62,6 +63,7 @@ PARTS = [
     ("unlearning.metrics.ain", "relearn_steps", "ain: relearn {role}"),
     ("unlearning.metrics.report", "digest", "cache keys (hashing)"),
     ("unlearning.metrics.ain", "digest", "cache keys (hashing)"),
+    ("unlearning.metrics.outputs", "digest", "cache keys (hashing)"),
 ]
 
 
@@ -197,6 +199,7 @@ def run(params: Any, split: Any, found: dict[str, torch.nn.Module], names: list[
                     metrics[name] = out
             warm = []
             for _ in range(repeats if clear_caches() else 0):
+                clear_caches()
                 score(found["finetune" if name == "original" else "original"])  # fills the oracle's side
                 timer.reset()
                 start = time.perf_counter()
