@@ -16,6 +16,11 @@ a stage that `dvc status` reports unchanged. `dvc repro` runs the very same stag
 
 `dvc.repo.Repo` is not thread-safe (STACK.md), and Prefect runs tasks in threads: every call here holds
 one process-wide lock, and opens a fresh `Repo` (cheap) so no state leaks between calls.
+
+Commits from concurrent tasks are grouped (`commit`): each one rewrites the whole dvc.lock through a
+round-trip YAML parser, 0.6-0.7 s with ten methods (1,600 lines), and the ten evaluate tasks of a flow
+finish together; their commits, one at a time, added 6-7 s to the flow. Stages that wait for the lock
+are recorded together, with one write of dvc.lock (2.1 s for ten).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import logging
 import os
 import threading
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _lock = threading.RLock()
@@ -67,13 +73,85 @@ def push_if_remote(root: Path, target: str = "data") -> bool:
         return True
 
 
+@dataclass(eq=False)  # compared by identity
+class _Ticket:
+    """Stages one caller asked to commit; `done` and `error` are set by whichever caller commits them."""
+
+    stages: list[str]
+    done: bool = False
+    error: BaseException | None = None
+
+
+@dataclass
+class _Queue:
+    tickets: list[_Ticket] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+_queues: dict[Path, _Queue] = {}
+
+
 def commit(root: Path, stages: list[str]) -> None:
-    """Record finished stages in dvc.lock (`dvc commit --force <stage>`): their deps, params and outs."""
+    """Record finished stages in dvc.lock (`dvc commit --force <stage>`): their deps, params and outs.
+
+    Callers in other threads that wait meanwhile are recorded in the same pass (one dvc.lock write);
+    each caller returns once its own stages are recorded, or raises its own stages' error.
+    """
     if not stages:
         return
+    queue = _queues.setdefault(root, _Queue())
+    ticket = _Ticket(list(stages))
+    with queue.lock:
+        queue.tickets.append(ticket)
+    with _lock:
+        if not ticket.done:
+            with queue.lock:
+                batch, queue.tickets = queue.tickets, []
+            if ticket not in batch:  # taken by a caller that died before recording it
+                batch.append(ticket)
+            _commit_batch(root, batch)
+    if ticket.error is not None:
+        raise ticket.error
+
+
+def _commit_batch(root: Path, batch: list[_Ticket]) -> None:
+    """Commit every ticket's stages with one dvc.lock write; on any failure, each ticket on its own."""
     with _repo(root) as repo:
-        for stage in stages:
-            repo.commit(_target(root, stage), force=True)
+        try:
+            if len(batch) > 1:
+                _commit_together(repo, [_target(root, s) for t in batch for s in t.stages])
+                for t in batch:
+                    t.done = True
+                return
+        except Exception:  # noqa: BLE001 - retried one by one below, so each caller gets its own error
+            pass
+        for t in batch:
+            try:
+                for stage in t.stages:
+                    repo.commit(_target(root, stage), force=True)
+            except Exception as err:  # noqa: BLE001 - handed to the caller that owns these stages
+                t.error = err
+            t.done = True
+
+
+def _commit_together(repo, targets: list[str]) -> None:
+    """`Repo.commit(target, force=True)` for several targets, writing each dvc file once.
+
+    Repo.commit writes dvc.lock once per call, for the stages of its one target; this is its loop
+    (DVC 3.x: under the repo lock, save and commit each stage, then `dump_stages` per dvc file) over
+    several targets.
+    """
+    from dvc.repo import lock_repo
+
+    with lock_repo(repo):
+        infos = [info for target in targets for info in repo.stage.collect_granular(target)]
+        by_file: dict[str, tuple[object, list]] = {}
+        for info in infos:
+            info.stage.save()
+            info.stage.commit(filter_info=info.filter_info)
+            by_file.setdefault(info.stage.dvcfile.path, (info.stage.dvcfile, []))[1].append(info.stage)
+        for dvcfile, group in by_file.values():
+            dvcfile.dump_stages(group, update_pipeline=False)
 
 
 def is_clean(root: Path, stage: str) -> bool:

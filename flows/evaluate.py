@@ -17,7 +17,7 @@ import math
 
 from . import _registry as registry
 from .context import StageContext
-from .plots import write_per_class_csv, write_pngs
+from .plots import confusions, write_per_class_csv, write_pngs
 from .records import EvalRecord, ModelRecord, StageRun, UnlearnRecord, write_json
 from .settings import (
     CHECKPOINT,
@@ -38,10 +38,11 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
     """Score the unlearned model of `method`; writes its metrics, plots and record."""
     import mlflow
 
+    from unlearning.metrics.report import EVAL_CPU_THREADS
     from unlearning.report import model_details
     from unlearning.stats import ci_metrics, rate_sizes, summarize
     from unlearning.steps import evaluate_model, timing_metrics
-    from unlearning.utils import get_device
+    from unlearning.utils import cpu_threads, get_device
 
     from .version_data import load_split
 
@@ -93,13 +94,16 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
                   if math.isfinite(v)}
         mlflow.log_metrics(finite, model_id=unlearned.model_id or None)
         models = {"original": original, "unlearned": model} | ({"oracle": oracle} if oracle is not None else {})
-        for png in write_pngs(outdir, method, split, models):
-            mlflow.log_artifact(str(png), "plots")
-        write_per_class_csv(csv_path, split, models)
-        mlflow.log_artifact(str(csv_path), "plots")
+        with cpu_threads(EVAL_CPU_THREADS, device):  # small predictions, like evaluate's own (see there)
+            cms = confusions(split, models)  # each model scored on the test set once, for PNGs and CSV
+            pngs = write_pngs(outdir, method, split, models, cms)
+            write_per_class_csv(csv_path, split, models, cms)
+            details = model_details(model, split)  # the report's distributions and per-class accuracy
+        for path in (*pngs, csv_path):
+            mlflow.log_artifact(str(path), "plots")
     write_json(metrics_file(root, method), {**metrics, "ci": summary["ci"], "n_seeds": len(runs)})
     write_json(outdir / RUNS_FILE, {"runs": runs})  # per seed: what the gates weigh
-    write_json(outdir / DETAILS_FILE, model_details(model, split))  # the report's distributions, per class
+    write_json(outdir / DETAILS_FILE, details)
     record = EvalRecord(method=method, model_version=unlearned.version,
                         checkpoint_sha256=unlearned.checkpoint_sha256,
                         metrics_file=str(metrics_file(root, method).relative_to(root)), **info.lineage())

@@ -1,4 +1,4 @@
-"""Seeding, device choice, timing and hashing. Nothing else."""
+"""Seeding, device choice (and CPU threads), timing and hashing. Nothing else."""
 
 from __future__ import annotations
 
@@ -27,6 +27,24 @@ def get_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+@contextmanager
+def cpu_threads(limit: int | None, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Cap torch's intra-op threads at `limit` for a block on the CPU (no-op on other devices or for None).
+
+    The previous count is restored afterwards. With torch's OpenMP backend the setting belongs to the
+    calling thread, so concurrent callers in other threads keep their own.
+    """
+    before = torch.get_num_threads()
+    if limit is None or torch.device(device).type != "cpu" or limit >= before:
+        yield
+        return
+    torch.set_num_threads(limit)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def synchronize(device: torch.device | str | None = None) -> None:

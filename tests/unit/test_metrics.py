@@ -235,3 +235,140 @@ def test_evaluate_regression(diabetes):
     assert not any(k.endswith("/acc") for k in out) and "zrf" not in out
     assert all(math.isfinite(v) for v in out.values())
     assert evaluate(orc, split, oracle=orc, cfg=EvaluateConfig(ain=False))["oracle/w1"] == 0.0
+
+
+# --------------------------------------------------------------------------- what makes evaluate cheap
+
+def test_cv_attack_is_cross_val_score():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedShuffleSplit, cross_val_score
+
+    rng = np.random.default_rng(3)
+    forget, test = rng.normal(0.3, 1.0, 150), rng.normal(0.0, 1.0, 400)
+    n = 150
+    x = np.concatenate([np.random.default_rng(1).permutation(test)[:n], forget])[:, None]
+    y = np.concatenate([np.zeros(n), np.ones(n)])
+    cv = StratifiedShuffleSplit(n_splits=10, test_size=0.1, random_state=0)
+    assert cv_attack(forget, test) == float(cross_val_score(LogisticRegression(), x, y, cv=cv).mean())
+
+
+def test_relearn_check_decides_as_accuracy_does():
+    # The early-stopping check must say exactly `accuracy(outputs, y) >= target`, at every boundary.
+    from unlearning.data import Samples
+    from unlearning.metrics.accuracy import accuracy
+    from unlearning.metrics.ain import _Check
+
+    gen = torch.Generator().manual_seed(0)
+    for n in (1, 7, 100, 1500):
+        logits = torch.randn(n, 5, generator=gen)
+        y = torch.randint(0, 5, (n,), generator=gen)
+        val = Samples(logits, y, torch.arange(n))
+        acc = accuracy(logits, y)
+        targets = [0.0, -1.0, 1.0, 1.5, acc, math.nextafter(acc, 2.0), math.nextafter(acc, -1.0)]
+        targets += [c / n for c in range(0, n + 1, max(1, n // 13))] + [0.95 * acc]
+        for target in targets:
+            assert _Check(val, target)(torch.nn.Identity()) == (acc >= target), (n, target)
+
+
+def test_ain_memo_hits_on_the_same_content_and_misses_otherwise(class_split, original, oracle, monkeypatch):
+    import copy
+
+    import unlearning.metrics.ain as ain_module
+    from unlearning.metrics import clear_cache
+
+    calls = []
+    real = ain_module.relearn_steps
+    monkeypatch.setattr(ain_module, "relearn_steps", lambda model, *a, **kw: calls.append(1) or real(model, *a, **kw))
+    clear_cache()
+    first = anamnesis_index(original, oracle, original, class_split, max_steps=30)
+    assert len(calls) == 2
+    # The same oracle loaded again (another object, same weights): rt of both models is reused.
+    assert anamnesis_index(copy.deepcopy(original), copy.deepcopy(oracle), original, class_split,
+                           max_steps=30) == first
+    assert len(calls) == 2
+    # Other weights, another seed or another cap: computed again.
+    other = copy.deepcopy(oracle)
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)
+    anamnesis_index(original, other, original, class_split, max_steps=30)
+    assert len(calls) == 3
+    anamnesis_index(original, oracle, original, class_split, max_steps=30, seed=1)
+    assert len(calls) == 5
+    anamnesis_index(original, oracle, original, class_split, max_steps=31)
+    assert len(calls) == 7
+    # A hit gives exactly what a cold computation gives.
+    clear_cache()
+    assert anamnesis_index(original, oracle, original, class_split, max_steps=30) == first
+
+
+def test_evaluate_memo_gives_identical_values_and_misses_on_another_oracle_or_seed(class_split, original, oracle):
+    import copy
+
+    from unlearning.metrics import clear_cache
+    from unlearning.metrics.cache import ORACLE, OUTPUTS, RELEARN, TEACHER
+    from unlearning.metrics.signals import signals
+
+    cfg = EvaluateConfig(ain_max_steps=20)
+    clear_cache()
+    cold = evaluate(original, class_split, original=original, oracle=oracle, cfg=cfg)
+    sizes = len(ORACLE), len(RELEARN), len(TEACHER)
+    assert sizes == (1, 2, 1) and len(OUTPUTS) == 1
+    # The plots' signals reuse the outputs `evaluate` computed, and equal a direct computation.
+    scores = mia_scores(original, class_split)
+    assert len(OUTPUTS) == 1
+    forget = class_split.forget()
+    for key, values in signals(predict(original, forget), forget.y, False).items():
+        assert np.array_equal(scores[f"forget/{key}"], values)
+    warm = evaluate(original, class_split, original=original, oracle=copy.deepcopy(oracle), cfg=cfg)
+    assert warm == cold and (len(ORACLE), len(RELEARN), len(TEACHER)) == sizes
+    other = copy.deepcopy(oracle)
+    with torch.no_grad():
+        next(other.parameters()).mul_(1.5)
+    moved = evaluate(original, class_split, original=original, oracle=other, cfg=cfg)
+    assert len(ORACLE) == 2 and moved["oracle/weight_dist"] != cold["oracle/weight_dist"]
+    assert moved["oracle/kl_test"] != cold["oracle/kl_test"]
+    evaluate(original, class_split, original=original, oracle=oracle, cfg=cfg, seed=1)
+    assert len(ORACLE) == 3
+    clear_cache()
+    assert (len(ORACLE), len(RELEARN), len(TEACHER)) == (0, 0, 0)
+    assert evaluate(original, class_split, original=original, oracle=oracle, cfg=cfg) == cold
+
+
+def test_memo_computes_once_for_concurrent_callers():
+    import threading
+    import time
+
+    from unlearning.metrics.cache import Memo
+
+    memo, calls = Memo(2), []
+
+    def compute():
+        calls.append(1)
+        time.sleep(0.05)
+        return len(calls)
+
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(memo.get("k", compute))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [1, 1, 1, 1] and calls == [1]
+    memo.get("a", lambda: 2)
+    memo.get("b", lambda: 3)  # size 2: "k" is the least recently used and goes
+    assert memo.get("k", compute) == 2 and len(calls) == 2
+
+
+def test_cpu_threads_caps_and_restores():
+    from unlearning.utils import cpu_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with cpu_threads(1, "cpu"):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with cpu_threads(None, "cpu"), cpu_threads(1, "cuda"), cpu_threads(4, "cpu"):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

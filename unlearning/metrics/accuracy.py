@@ -60,7 +60,18 @@ def per_class_accuracy(model: nn.Module, samples: Samples, num_classes: int) -> 
     Returns:
         C fractions; nan for a class with no sample in `samples`.
     """
-    cm = confusion_matrix(model, samples, num_classes)
+    return class_accuracies(confusion_matrix(model, samples, num_classes))
+
+
+def class_accuracies(cm: np.ndarray) -> list[float]:
+    """Per-class accuracy from a confusion matrix (rows: true classes, as `confusion_matrix` returns).
+
+    Args:
+        cm: counts [C, C].
+
+    Returns:
+        C fractions; nan for a class with no sample.
+    """
     totals = cm.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = np.diag(cm) / totals

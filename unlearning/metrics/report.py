@@ -11,6 +11,11 @@ Regression: */mae instead of */acc; mia/regression_svc, mia/loss_cv, mia/thresho
     oracle/w1, oracle/weight_dist; ain. No zrf (it is defined on class probabilities).
 nan values: an MIA on a set too small to fit (fewer than 10 forget samples for the *_cv attacks) or a
     model whose outputs are not finite.
+
+Cost (bench/bench_evaluate.py): each model's outputs are computed once per set (forget_test / retain_test
+are rows of the test outputs); what depends only on the oracle (its outputs, its average-gap reference,
+rt(oracle)) or on the architecture (ZRF's random teacher) is memoised by content (`cache`), so scoring
+many models against one oracle pays for it once; the work runs on one CPU thread (`EVAL_CPU_THREADS`).
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from ..config import EvaluateConfig
 from ..data import Samples
 from ..requests import Split
 from ..training import model_device, predict
+from ..utils import cpu_threads
 from .accuracy import utility
 from .ain import anamnesis_index
+from .cache import ORACLE, TEACHER, digest
 from .distances import (
     act_dist,
     js_divergence,
@@ -37,23 +44,35 @@ from .distances import (
     weight_distance,
 )
 from .mia import efficacy, mia_metrics
+from .outputs import eval_sets, forget_eval, model_outputs, outputs
 from .signals import signals
 
 GAP_KEYS = ("forget/acc", "retain/acc", "test/acc", "mia/efficacy")
+# Evaluation is many small CPU ops (AIN's relearning steps on batches of <= 256, checks of a few hundred
+# rows, 1-D attack fits), where more intra-op threads only add synchronisation. On the shared 2-core
+# machine (load 4-5) the default 2 threads made an AIN step on digits 20x slower (83 ms vs 4 ms) and one
+# on MNIST (cnn, width 16) 2.5x slower (0.7-0.9 s vs 0.3 s); see bench/bench_evaluate.py.
+EVAL_CPU_THREADS = 1
 
 
-def _sets(split: Split, device: torch.device) -> dict[str, Samples]:
-    """The evaluation sets; forget_test / retain_test only where the request defines them and they are non-empty."""
-    sets = {"forget": split.forget(device), "retain": split.retain(device), "test": split.test(device)}
-    for name, samples in (("forget_test", split.forget_test(device)), ("retain_test", split.retain_test(device))):
-        if samples is not None and len(samples) > 0:
-            sets[name] = samples
-    return sets
+def _teacher_outputs(model: nn.Module, samples: Samples, device: torch.device) -> Tensor:
+    """ZRF's random teacher's outputs on `samples`: they depend on the architecture only, so memoised."""
+    key = digest("zrf", getattr(model, "spec", None), model_device(model).type, samples, device.type)
+    return TEACHER.get(key, lambda: predict(random_teacher(model), samples).to(device))
 
 
-def _forget_eval(sets: Mapping[str, Samples]) -> str:
-    # Distances, ZRF and AIN use forget-test samples when they exist (the papers' choice), else forget-train.
-    return "forget_test" if "forget_test" in sets else "forget"
+def _oracle_side(oracle: nn.Module, split: Split, sets: Mapping[str, Samples], seed: int, regression: bool,
+                 device: torch.device) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """The oracle's outputs and (classification) its average-gap reference, memoised per oracle and data."""
+    names = ("forget",) if regression else ("forget", "retain", "test", forget_eval(sets))
+
+    def compute() -> tuple[dict[str, Tensor], dict[str, float]]:
+        o_outs = outputs(oracle, split, sets, names, device)
+        return o_outs, ({} if regression else _gap_reference(o_outs, sets, seed))
+
+    key = digest("oracle", oracle, model_device(oracle).type, device.type, seed, regression,
+                 *(sets[k] for k in sorted(sets)))
+    return ORACLE.get(key, compute)
 
 
 def _oracle_metrics(model: nn.Module, oracle: nn.Module, sets: Mapping[str, Samples],
@@ -62,7 +81,7 @@ def _oracle_metrics(model: nn.Module, oracle: nn.Module, sets: Mapping[str, Samp
     if regression:
         out["oracle/w1"] = wasserstein(outs["forget"], o_outs["forget"])
         return out
-    fe = _forget_eval(sets)
+    fe = forget_eval(sets)
     out.update({"oracle/act_dist": act_dist(outs[fe], o_outs[fe]), "oracle/js": js_divergence(outs[fe], o_outs[fe]),
                 "oracle/js_textbook": js_textbook(outs[fe], o_outs[fe]),
                 "oracle/kl": kl_divergence(outs[fe], o_outs[fe]),
@@ -100,28 +119,34 @@ def evaluate(model: nn.Module, split: Split, *, original: nn.Module | None = Non
     """
     cfg = cfg or EvaluateConfig()
     device = model_device(model)
+    with cpu_threads(EVAL_CPU_THREADS, device):
+        metrics = _scores(model, split, original, oracle, cfg, seed, device)
+    return {k: float(v) for k, v in metrics.items()}
+
+
+def _scores(model: nn.Module, split: Split, original: nn.Module | None, oracle: nn.Module | None,
+            cfg: EvaluateConfig, seed: int, device: torch.device) -> dict[str, float]:
     regression = split.dataset.task == "regression"
     unit = "mae" if regression else "acc"
-    sets = _sets(split, device)
+    sets = eval_sets(split, device)
     with torch.no_grad():
-        outs = {name: predict(model, s) for name, s in sets.items()}
+        outs = model_outputs(model, split, sets, device)
         metrics: dict[str, float] = {f"{name}/{unit}": utility(outs[name], s.y, regression)
                                      for name, s in sets.items()}
         sig = {name: signals(outs[name], sets[name].y, regression) for name in ("forget", "retain", "test")}
         metrics.update(mia_metrics(sig, regression=regression, classifier=cfg.mia_classifier, seed=seed))
         if not regression:
-            fe = _forget_eval(sets)
-            metrics["zrf"] = 1.0 - js_divergence(outs[fe], predict(random_teacher(model), sets[fe]).to(device))
+            fe = forget_eval(sets)
+            metrics["zrf"] = 1.0 - js_divergence(outs[fe], _teacher_outputs(model, sets[fe], device))
         if oracle is not None:
-            # The oracle's outputs once per call, shared by the distances and the average-gap reference.
-            needed = ("forget",) if regression else ("forget", "retain", "test", _forget_eval(sets))
-            o_outs = {k: predict(oracle, sets[k]).to(device) for k in dict.fromkeys(needed)}
+            # The oracle's outputs and reference: once per oracle and split, shared by every model scored.
+            o_outs, reference = _oracle_side(oracle, split, sets, seed, regression, device)
             metrics.update(_oracle_metrics(model, oracle, sets, outs, o_outs, regression))
             if not regression:
-                metrics["oracle/avg_gap"] = average_gap(metrics, _gap_reference(o_outs, sets, seed))
+                metrics["oracle/avg_gap"] = average_gap(metrics, reference)
     if cfg.ain and original is not None and oracle is not None:
         metrics["ain"] = anamnesis_index(model, oracle, original, split, max_steps=cfg.ain_max_steps, seed=seed)
-    return {k: float(v) for k, v in metrics.items()}
+    return metrics
 
 
 def average_gap(metrics: Mapping[str, float], oracle_metrics: Mapping[str, float]) -> float:

@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..requests import Split
-from ..training import model_device, predict
+from ..training import model_device
+from .outputs import eval_sets, model_outputs
 
 
 def entropy(logits: Tensor) -> Tensor:
@@ -72,9 +73,10 @@ def mia_scores(model: nn.Module, split: Split) -> dict[str, np.ndarray]:
     """
     device = model_device(model)
     regression = split.dataset.task == "regression"
+    sets = eval_sets(split, device)
+    outs = model_outputs(model, split, sets, device)  # shared with `evaluate` of the same model
     out: dict[str, np.ndarray] = {}
-    for name, samples in (("forget", split.forget(device)), ("retain", split.retain(device)),
-                          ("test", split.test(device))):
-        for key, values in signals(predict(model, samples), samples.y, regression).items():
+    for name in ("forget", "retain", "test"):
+        for key, values in signals(outs[name], sets[name].y, regression).items():
             out[f"{name}/{key}"] = values
     return out
