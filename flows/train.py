@@ -192,7 +192,8 @@ def _train_model(ctx: StageContext, role: str, band_seed: int | None = None) -> 
         if mv is not None:
             model_uri, model_id, version = mv.source, registry.model_id_of(mv), str(mv.version)
             sha = registry.verify_checkpoint(ckpt, mv.tags.get(registry.CHECKSUM_TAG), f"{name} v{version}")
-            prior = registry.run_metrics(mv.run_id)
+            # The band's summary is logged on the oracle's run after the fact: not this model's own metrics.
+            prior = {k: v for k, v in registry.run_metrics(mv.run_id).items() if not k.startswith("band/")}
             if production is not None:
                 time_s = float("nan")
                 note = f"Deletion run: unlearning starts from production v{production}; nothing trained."
