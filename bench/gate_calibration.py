@@ -25,9 +25,15 @@ import torch  # noqa: E402
 from scipy.stats import beta  # noqa: E402
 
 from unlearning.params import load_params  # noqa: E402
-from unlearning.runner.experiment import with_training_seed  # noqa: E402
 from unlearning.stats import rate_sizes  # noqa: E402
-from unlearning.steps import evaluate_model, load_split, run_method, train_oracle, train_original  # noqa: E402
+from unlearning.steps import (  # noqa: E402
+    evaluate_model,
+    load_split,
+    run_method,
+    train_oracle,
+    train_original,
+    with_training_seed,
+)
 from unlearning.verdicts import decide_gates, overall  # noqa: E402
 
 REQUESTS = {"class": ["request.classes=[3]"], "random": ["request={random: 0.1}"]}

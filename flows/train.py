@@ -143,8 +143,7 @@ def _train_model(ctx: StageContext, role: str, band_seed: int | None = None) -> 
     import mlflow
 
     from unlearning.models import save_checkpoint
-    from unlearning.runner.experiment import with_training_seed
-    from unlearning.steps import evaluate_model, train_oracle, train_original
+    from unlearning.steps import evaluate_model, train_oracle, train_original, with_training_seed
     from unlearning.utils import get_device
 
     from .version_data import load_split

@@ -63,6 +63,11 @@ def train_recipe(model: Net, samples: Samples, cfg: TrainConfig, *, num_classes:
     return model
 
 
+def with_training_seed(params: Params, seed: int) -> Params:
+    """The params with `train.seed` replaced: the base model and oracle of one training seed."""
+    return params.model_copy(update={"train": params.train.model_copy(update={"seed": seed})})
+
+
 def train_original(params: Params, split: Split, log: LogFn | None = None) -> tuple[Net, float]:
     """Train the original model on the full training set D; returns (model, seconds)."""
     device = get_device(params.train.device)

@@ -26,6 +26,7 @@ from ..steps import (
     timing_metrics,
     train_oracle,
     train_original,
+    with_training_seed,
 )
 from ..utils import get_device
 from ..verdicts import decide_gates, noise_notes, overall
@@ -35,11 +36,6 @@ def stage_count(params: Params) -> int:
     """Units of work the runner will do (for the overall progress bar): bases, oracles, method x seeds."""
     seeds = len(params.evaluate.training_seeds)
     return seeds * (1 + int(params.evaluate.oracle) + len(params.unlearn.methods) * len(params.evaluate.seeds))
-
-
-def with_training_seed(params: Params, seed: int) -> Params:
-    """The params with `train.seed` replaced: the base model and oracle of one training seed."""
-    return params.model_copy(update={"train": params.train.model_copy(update={"seed": seed})})
 
 
 def _evaluated(params: Params, model: nn.Module, split: Split, **kw: Any) -> dict[str, float]:
