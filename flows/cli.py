@@ -14,6 +14,7 @@ Heavy imports (torch, mlflow, prefect, dvc) happen inside the commands, so `--he
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -34,7 +35,9 @@ def _common(p: argparse.ArgumentParser, overrides: bool = True) -> None:
 def _params(args):
     from .settings import load
 
-    params = load(args.root.resolve(), args.params, getattr(args, "overrides", []))
+    # Commands that never run a method check its settings by name only: they answer without torch.
+    params = load(args.root.resolve(), args.params, getattr(args, "overrides", []),
+                  methods=args.command not in ("status", "promote", "rollback"))
     if args.command in ("status", "promote", "rollback", "request"):  # `run` checks this and more (preflight)
         from .preflight import check_tracking
 
@@ -150,9 +153,12 @@ def cmd_rollback(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from unlearning.steps import describe_methods
+    from unlearning.catalog import method_catalogue
 
-    rows = describe_methods()
+    rows = method_catalogue()  # from the sources: no torch import, so this answers at once
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
     width = max(len(r["name"]) for r in rows)
     for r in rows:
         touched = ",".join(r["needs"])
@@ -161,11 +167,24 @@ def cmd_methods(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from .status import status
+    from .status import render, status_report
 
-    root = args.root.resolve()
-    print(status(root, _params(args)))
+    report = status_report(args.root.resolve(), _params(args))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(render(report))
     return 0
+
+
+def version() -> str:
+    """The installed package's version (the project's `pyproject.toml` version)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("unlearning-pipeline")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -182,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="unlearn", description=__doc__.splitlines()[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter,
                      epilog="\n".join(__doc__.splitlines()[2:10]))
+    parser.add_argument("--version", action="version", version=f"unlearn {version()}")
     parser.add_argument("--debug", action="store_true", default=False,
                         help="print the traceback of an error (also after the command: unlearn run --debug)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -232,11 +252,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("methods", help="list the unlearning methods and the data each touches",
                        description="One line per registered method: name, data it touches, summary.")
+    p.add_argument("--json", action="store_true", help="print a JSON list (name, summary, needs, scenarios, tasks)")
     p.set_defaults(fn=cmd_methods)
 
     p = sub.add_parser("status", help="pending requests, production version and its lineage",
                        description="Pending / refused deletion requests; the production version with its tags "
                                    "and lineage (base versions back to a trained model).")
+    p.add_argument("--json", action="store_true", help="print the same as one JSON object")
     _common(p, overrides=False)
     p.set_defaults(fn=cmd_status)
     for command in sub.choices.values():  # --debug after the command too; SUPPRESS keeps a --debug given before
@@ -261,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.fn(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `unlearn methods | head`: the reader left early, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:  # noqa: BLE001 - the CLI's one error format: `error: ...`, exit 2 or 1
         from .preflight import error_line
 

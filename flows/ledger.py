@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ class LedgerError(ValueError):
 
 def body_hash(body: dict[str, Any]) -> str:
     """Content hash of a request body (dataset, kind, ids or classes): its name everywhere."""
-    from unlearning.utils import content_hash
+    from unlearning.hashing import content_hash
 
     return content_hash({k: body[k] for k in ("dataset", "kind", "ids", "classes") if k in body}, 12)
 
@@ -41,6 +42,41 @@ def valid_hashes(text: str | list[str] | None) -> list[str]:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def entry_from_tags(run_id: str, tags: dict[str, str], artifact_body: Callable[[], str]) -> dict[str, Any]:
+    """One request from its ledger run's tags; `artifact_body()` reads a body too long for a tag.
+
+    The body must still hash to the entry's name (else `LedgerError`): an edited entry is not trusted.
+    """
+    h = tags["ledger.hash"]
+    raw = tags.get("ledger.body")
+    body = json.loads(raw if raw is not None else artifact_body())
+    if not HASH_RE.match(h) or body_hash(body) != h:
+        raise LedgerError(f"deletion ledger entry {h!r} (run {run_id}) does not match its content "
+                          "hash: the ledger was edited by hand; restore it or cancel that request")
+    status = tags.get("ledger.status")
+    if status not in STATUSES:
+        raise LedgerError(f"deletion ledger entry {h}: unknown status {status!r}; expected one of {list(STATUSES)}")
+    result = json.loads(tags["ledger.result"]) if tags.get("ledger.result") else None
+    return {**body, "hash": h, "status": status, "created": tags.get("ledger.created", ""),
+            "n_ids": int(tags["ledger.n_ids"]) if tags.get("ledger.n_ids") else None,
+            "source": tags.get("ledger.source", ""), "result": result, "_runs": [run_id]}
+
+
+def merge_entries(runs: list[tuple[str, dict[str, str]]], dataset: str | None,
+                  entry: Callable[[str, dict[str, str]], dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entries of (run id, tags) pairs in start order (of `dataset`); a hash recorded twice counts once."""
+    out: dict[str, dict[str, Any]] = {}
+    for run_id, tags in runs:
+        if dataset is not None and tags.get("ledger.dataset") != dataset:
+            continue
+        h = tags.get("ledger.hash", "")
+        if h in out:
+            out[h]["_runs"].append(run_id)
+        else:
+            out[h] = entry(run_id, tags)
+    return sorted(out.values(), key=lambda r: (r.get("created", ""), r["hash"]))
 
 
 class Ledger:
@@ -105,38 +141,18 @@ class Ledger:
             token = page.token
             if not token:
                 break
-        out: dict[str, dict[str, Any]] = {}
-        for run in runs:
-            tags = run.data.tags
-            if dataset is not None and tags.get("ledger.dataset") != dataset:
-                continue
-            h = tags.get("ledger.hash", "")
-            if h in out:
-                out[h]["_runs"].append(run.info.run_id)
-                continue
-            out[h] = self._entry(run)
-        return sorted(out.values(), key=lambda r: (r.get("created", ""), r["hash"]))
+        by_id = {run.info.run_id: run for run in runs}
+        return merge_entries([(run.info.run_id, run.data.tags) for run in runs], dataset,
+                             lambda run_id, _tags: self._entry(by_id[run_id]))
 
     def _entry(self, run) -> dict[str, Any]:
-        tags = run.data.tags
-        h = tags["ledger.hash"]
-        raw = tags.get("ledger.body")
-        if raw is None:  # a body too long for a tag
+        def artifact_body() -> str:
             import tempfile
 
             with tempfile.TemporaryDirectory() as tmp:
-                raw = Path(self.client.download_artifacts(run.info.run_id, "request.json", tmp)).read_text()
-        body = json.loads(raw)
-        if not HASH_RE.match(h) or body_hash(body) != h:
-            raise LedgerError(f"deletion ledger entry {h!r} (run {run.info.run_id}) does not match its content "
-                              "hash: the ledger was edited by hand; restore it or cancel that request")
-        status = tags.get("ledger.status")
-        if status not in STATUSES:
-            raise LedgerError(f"deletion ledger entry {h}: unknown status {status!r}; expected one of {list(STATUSES)}")
-        result = json.loads(tags["ledger.result"]) if tags.get("ledger.result") else None
-        return {**body, "hash": h, "status": status, "created": tags.get("ledger.created", ""),
-                "n_ids": int(tags["ledger.n_ids"]) if tags.get("ledger.n_ids") else None,
-                "source": tags.get("ledger.source", ""), "result": result, "_runs": [run.info.run_id]}
+                return Path(self.client.download_artifacts(run.info.run_id, "request.json", tmp)).read_text()
+
+        return entry_from_tags(run.info.run_id, run.data.tags, artifact_body)
 
     def get(self, request_hash: str) -> dict[str, Any] | None:
         return next((r for r in self.entries() if r["hash"] == request_hash), None)

@@ -84,6 +84,27 @@ def reconcile(ledger: Ledger, params: Any, name: str) -> list[str]:
     return to_mark
 
 
+def needs_reconcile(store: Any, params: Any, name: str) -> bool:
+    """Whether `reconcile` would write anything: a move of `production` that a crash cut short.
+
+    `store` reads the registry and ledger (`flows.store_sql.SqliteStore`, or the MLflow-backed reader of
+    `flows.status`): `unlearn status` reads without MLflow when nothing needs rolling forward.
+    """
+    prod = store.alias_version(name, "production")
+    if prod is None:
+        return False
+    tags = store.version_tags(name, prod)
+    hist = store.history(name)
+    if tags.get("rolled_back") == "true" or not hist or hist[-1] != prod:
+        return True
+    if store.alias_version(name, "previous") != (hist[-2] if len(hist) >= 2 else None):
+        return True
+    if not is_service(params):
+        return False
+    waiting = [r["hash"] for r in store.entries(params.data.name) if r["status"] in ("pending", "refused")]
+    return any(h in honoured(tags) for h in waiting)
+
+
 def move_production(ledger: Ledger, params: Any, name: str, version: str, reason: str) -> str | None:
     """Point `production` at `version` if it honours the ledger; returns the replaced version (None: no move)."""
     version = str(version)
@@ -135,7 +156,8 @@ def promote_version(root: Path, params: Any, version: str, *, force: bool = Fals
     how = "by hand (unlearn promote" + (" --force" if force else "") + f") by {who()}"
     replaced = move_production(ledger, params, name, version, how)
     if replaced is None:
-        return f"{name} v{version} is already in production"
+        earlier = tags.get("promoted") or "by the pipeline"
+        return f"{name} v{version} is already in production (promoted: {earlier}); nothing moved"
     return f"{name} v{version} is now in production" + (f"; v{replaced} keeps 'previous'" if replaced else "")
 
 

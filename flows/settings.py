@@ -70,8 +70,12 @@ def metrics_file(root: Path, name: str) -> Path:
     return root / METRICS_DIR / f"{name}.json"
 
 
-def load(root: Path, params_path: str | Path | None = "params.yaml", overrides: list[str] | None = None) -> Params:
+def load(root: Path, params_path: str | Path | None = "params.yaml", overrides: list[str] | None = None, *,
+         methods: bool = True) -> Params:
     """params.yaml (relative to `root`) with `section.key=value` overrides -> typed `Params`, validated once.
+
+    `methods=False`: `CoreParams` (method settings checked by name only), for commands that never run a
+    method; it does not import torch, so `unlearn status` answers at once.
 
     Where dvc.yaml tracks each method's own section (`unlearn.<m>`), a listed method without a section
     in params.yaml would make DVC fail after the training; that is refused here, before anything runs.
@@ -89,7 +93,7 @@ def load(root: Path, params_path: str | Path | None = "params.yaml", overrides: 
     if path is not None and not path.exists() and str(params_path) == "params.yaml":
         path = None  # built-in defaults where the project has no params.yaml
     raw = read_raw(path) if path is not None else {}
-    params = parse_params(raw, overrides or [])
+    params = parse_params(raw, overrides or [], methods=methods)
     if overrides or os.environ.get("DVC_EXP_BASELINE_REV"):  # `--set` or `dvc exp run`: not the service
         params = params.model_copy(update={"tracking": params.tracking.model_copy(update={"namespace": "experiment"})})
     if path is not None and not overrides and (root / "dvc.yaml").exists():

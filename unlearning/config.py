@@ -8,9 +8,30 @@ these sections (keeping both here would make an import cycle).
 from __future__ import annotations
 
 import re
+import sys
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+DEFAULT_METHODS = ["finetune", "neggrad", "neggrad_plus", "random_label"]  # `unlearn.methods` unset
+
+
+def _registered(kind: str, name: str) -> str:
+    """`name` if a `kind` (dataset, model) of that name is registered, else a ValueError listing them.
+
+    The registry itself once its module is loaded (it may hold names registered at run time); before
+    that the names in the sources, so checking params does not import torch.
+    """
+    module = sys.modules.get(f"unlearning.{kind}s")
+    if module is not None:
+        names = getattr(module, f"{kind.upper()}S").names()
+    else:
+        from .catalog import registered_names
+
+        names = registered_names(kind)
+    if name not in names:
+        raise ValueError(f"must be one of {names}; got {name!r}")
+    return name
 
 
 class Section(BaseModel):
@@ -36,11 +57,7 @@ class DataConfig(Section):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from .datasets import DATASETS
-
-        if v not in DATASETS:
-            raise ValueError(f"must be one of {DATASETS.names()}; got {v!r}")
-        return v
+        return _registered("dataset", v)
 
     def options(self) -> dict[str, Any]:
         """Keyword options for the dataset loader (only those that were set)."""
@@ -106,11 +123,7 @@ class ModelConfig(Section):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        from .models import MODELS
-
-        if v not in MODELS:
-            raise ValueError(f"must be one of {MODELS.names()}; got {v!r}")
-        return v
+        return _registered("model", v)
 
     @model_validator(mode="after")
     def _head_for_cnn(self) -> ModelConfig:
@@ -199,3 +212,45 @@ class TrackingConfig(Section):
     # --set overrides and `dvc exp run` (set by flows.settings.load) register under `<name>-exp` and never
     # touch the service's production or the deletion ledger.
     namespace: Literal["service", "experiment"] = "service"
+
+
+class MethodSections(BaseModel):
+    """`unlearn` checked by name only: `methods` and section names must be methods of the catalogue."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, data: Any) -> Any:
+        from .catalog import method_catalogue
+
+        names = [m["name"] for m in method_catalogue()]
+        if isinstance(data, dict):
+            unknown = sorted(set(data) - {"methods"} - set(names))
+            if unknown:
+                raise ValueError(f"unknown method section {unknown[0]!r}; available: {names}")
+            bad = [m for m in data.get("methods") or [] if m not in names]
+            if bad:
+                raise ValueError(f"unknown method {bad[0]!r}; available: {names}")
+        return data
+
+
+class CoreParams(BaseModel):
+    """`params.yaml` with every section typed except the methods' own settings (checked by name only).
+
+    For commands that move models but never run a method (`unlearn status`, `promote`, `rollback`): they
+    answer without importing torch. Commands that run methods validate everything (`Params`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    request: RequestConfig = Field(default_factory=lambda: RequestConfig(classes=[3]))
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    unlearn: MethodSections = Field(default_factory=MethodSections)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    promote: PromoteConfig = Field(default_factory=PromoteConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)

@@ -1,120 +1,42 @@
-"""The whole of `params.yaml`, validated once and completely at load.
+"""`params.yaml`: read, overridden (`--set section.key=value`, parsed as YAML) and validated once at load.
 
-`unlearn` holds one typed field per registered method (its own config class), so a bad method key or
-value fails here, naming the key, before anything trains. `retrain` inherits the training recipe here,
-in one place. `--set section.key=value` overrides are parsed as YAML.
+`Params` (in `typed_params`, built on first use) types every method's section, so a bad method key or
+value fails before anything trains; `CoreParams` types the rest and checks methods by name only, for
+commands that never run one. This module imports neither torch nor the methods.
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    create_model,
-    field_validator,
-    model_validator,
-)
+from pydantic import ValidationError
 
-from .config import (
-    REQUEST_KINDS,
-    DataConfig,
-    EvaluateConfig,
-    ModelConfig,
-    PromoteConfig,
-    RequestConfig,
-    TrackingConfig,
-    TrainConfig,
-)
-from .methods import METHODS, MethodConfig
+from .config import REQUEST_KINDS, CoreParams
 
-DEFAULT_METHODS = ["finetune", "neggrad", "neggrad_plus", "random_label"]
+if TYPE_CHECKING:
+    from .typed_params import Params
+
+_TYPED = ("Params", "UnlearnConfig")
+
+
+def __getattr__(name: str) -> Any:
+    """`Params` (every method's section typed) is built on first use: it imports torch and every method."""
+    if name in _TYPED:
+        from . import typed_params
+
+        return getattr(typed_params, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class ConfigError(ValueError):
     """A params file or override that does not validate; the message names the key."""
 
 
-class _UnlearnBase(BaseModel):
-    """`methods` to run, plus one section per method (its defaults unless params.yaml sets some)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    methods: list[str] = Field(default_factory=lambda: list(DEFAULT_METHODS))
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_sections(cls, data: Any) -> Any:
-        if isinstance(data, dict):
-            unknown = sorted(set(data) - {"methods"} - set(METHODS.names()))
-            if unknown:
-                raise ValueError(f"unknown method section {unknown[0]!r}; available: {METHODS.names()}")
-            # `salun:` with nothing under it means the defaults
-            data = {k: ({} if v is None and k != "methods" else v) for k, v in data.items()}
-        return data
-
-    @field_validator("methods")
-    @classmethod
-    def _known_methods(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError(f"unlearn.methods is empty: list at least one method; available: {METHODS.names()}")
-        for name in v:
-            if name not in METHODS:
-                raise ValueError(f"unknown method {name!r}; available: {METHODS.names()}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"lists a method twice; got {v}")
-        return v
-
-    def method_config(self, name: str) -> MethodConfig:
-        """The typed config of method `name`."""
-        METHODS.get(name)  # an unknown name raises, listing the valid ones
-        return getattr(self, name)
-
-
-UnlearnConfig = create_model(
-    "UnlearnConfig", __base__=_UnlearnBase,
-    **{name: (METHODS.get(name).config, Field(default_factory=METHODS.get(name).config)) for name in METHODS.names()},
-)
-
-
-class Params(BaseModel):
-    """The whole of `params.yaml`."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    data: DataConfig = Field(default_factory=DataConfig)
-    request: RequestConfig = Field(default_factory=lambda: RequestConfig(classes=[3]))
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    unlearn: UnlearnConfig = Field(default_factory=UnlearnConfig)  # type: ignore[valid-type]
-    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    promote: PromoteConfig = Field(default_factory=PromoteConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-
-    @model_validator(mode="after")
-    def _retrain_inherits_recipe(self) -> Params:
-        """`retrain` trains with `train` (the oracle's recipe) unless its own `recipe` is given."""
-        retrain = self.unlearn.retrain
-        if "recipe" in retrain.model_fields_set:
-            return self
-        unlearn = self.unlearn.model_copy(update={"retrain": retrain.model_copy(update={"recipe": self.train})})
-        return self.model_copy(update={"unlearn": unlearn})
-
-    def methods_dump(self) -> dict[str, Any]:
-        """`unlearn` with only the listed methods' sections (what a run actually uses)."""
-        return {"methods": list(self.unlearn.methods),
-                **{m: self.unlearn.method_config(m).model_dump() for m in self.unlearn.methods}}
-
-
-def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the config section at `loc` (walking Params by field annotations)."""
-    model: Any = Params
+def _allowed_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the config section at `loc` (walking `model` by field annotations)."""
     for part in loc:
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
@@ -123,13 +45,13 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     return sorted(getattr(model, "model_fields", {}))
 
 
-def _first_error(err: ValidationError) -> str:
+def _first_error(err: ValidationError, model: Any) -> str:
     parts = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(root)"
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
-            msg = f"unknown key; allowed: {_allowed_keys(e['loc'][:-1])}"
+            msg = f"unknown key; allowed: {_allowed_keys(model, e['loc'][:-1])}"
         given = e.get("input")
         where = "" if msg.startswith(f"{loc} ") else f"{loc}: "  # a message that already names its key
         parts.append(f"{where}{msg}" + ("" if isinstance(given, dict) else f" (given: {given!r})"))
@@ -173,13 +95,17 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def parse_params(raw: dict[str, Any], overrides: list[str] | None = None) -> Params:
-    """Validate a params mapping (after overrides) into `Params`, raising `ConfigError` with the key."""
+def parse_params(raw: dict[str, Any], overrides: list[str] | None = None, *, methods: bool = True) -> Any:
+    """Validate a params mapping (after overrides), raising `ConfigError` with the key.
+
+    `Params` with every method's settings typed; `methods=False`: `CoreParams` (no torch import).
+    """
     data = apply_overrides(raw, overrides or [])
+    model: Any = __getattr__("Params") if methods else CoreParams
     try:
-        return Params.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(f"invalid params: {_first_error(err)}") from None
+        raise ConfigError(f"invalid params: {_first_error(err, model)}") from None
 
 
 def read_raw(path: str | Path) -> dict[str, Any]:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import numpy as np
 import torch
+
+from .hashing import content_hash  # noqa: F401 - re-exported: callers import it from here
 
 
 def seed_everything(seed: int) -> torch.Generator:
@@ -66,7 +65,3 @@ def timed(device: torch.device | str | None = None) -> Iterator[dict[str, float]
         out["s"] = time.perf_counter() - start
 
 
-def content_hash(obj: Any, length: int = 12) -> str:
-    """Stable short hash of a JSON-able object (keys sorted)."""
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:length]

@@ -13,10 +13,11 @@ from flows import deletions
 from flows.cli import main
 from flows.context import StageContext
 from flows.ledger import Ledger
-from flows.production import PromotionRefused, promote_version, reconcile, rollback
+from flows.production import PromotionRefused, needs_reconcile, promote_version, reconcile, rollback
 from flows.promote import register_and_promote as promote_stage
 from flows.records import SplitRecord
-from flows.settings import SPLIT_FILE, load, registered_model_name
+from flows.settings import SPLIT_FILE, load, registered_model_name, tracking_uri
+from flows.store_sql import SqliteStore
 from flows.version_data import version_data
 
 NAME = "digits-mlp"
@@ -48,6 +49,15 @@ def served(registry, digits_ds):
 def only(params, *methods):
     """The params with just these methods listed (each promotion below gates its own subset)."""
     return params.model_copy(update={"unlearn": params.unlearn.model_validate({"methods": list(methods)})})
+
+
+def _cut_short(root, params) -> bool:
+    """What the sqlite reader of `unlearn status` sees: a move that `reconcile` must complete."""
+    store = SqliteStore(tracking_uri(root, params))
+    try:
+        return needs_reconcile(store, params, NAME)
+    finally:
+        store.close()
 
 
 def _status(ledger: Ledger, h: str) -> str:
@@ -116,8 +126,11 @@ def test_every_crash_point_of_a_promotion_leaves_ledger_and_production_agreeing(
 
     moved = crash_at != "alias"
     assert R.alias_version(NAME, "production") == (v2 if moved else v1)
+    # `unlearn status` reads without MLflow only where nothing needs completing.
+    assert _cut_short(root, params) == moved
     # Whatever the crash point: the next start completes the move or finds nothing to complete.
     marked = reconcile(ledger, params, NAME)
+    assert not _cut_short(root, params)
     assert marked == ([h] if moved else [])
     assert _status(ledger, h) == ("done" if moved else "pending")
     if moved:
@@ -148,7 +161,9 @@ def test_a_rollback_cut_short_is_completed_or_undone(registry, monkeypatch, cras
     with pytest.raises(Crash):
         rollback(root, params)
     monkeypatch.setattr(R, "set_alias", real_alias)
+    assert _cut_short(root, params)  # intent tag left (and, after the alias moved, a stale history)
     reconcile(Ledger(root, params), params, NAME)
+    assert not _cut_short(root, params)
     if crash_at == "intent":  # the alias never moved: the rollback did not happen
         assert R.alias_version(NAME, "production") == v1 and "rolled_back" not in R.version_tags(NAME, v1)
         assert R.history(NAME) == [v2, v1] and R.alias_version(NAME, "previous") == v2

@@ -47,7 +47,9 @@ class MethodInfo:
 
     @property
     def summary(self) -> str:
-        return (self.fn.__doc__ or "").strip().splitlines()[0] if self.fn.__doc__ else ""
+        from ..catalog import summary
+
+        return summary(self.fn.__doc__)
 
 
 METHODS: Registry[MethodInfo] = Registry("method")
