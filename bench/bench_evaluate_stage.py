@@ -37,6 +37,7 @@ PARTS = [
     ("flows.evaluate", "write_pngs", "PNG plots"),
     ("flows.evaluate", "write_plots", "PNG plots"),
     ("flows.evaluate", "write_per_class_csv", "per-class CSV"),
+    ("flows.evaluate", "write_per_class", "per-class CSV"),
     ("mlflow", "log_params", "mlflow: log params/metrics"),
     ("mlflow", "log_metrics", "mlflow: log params/metrics"),
     ("mlflow.tracking.client", "MlflowClient.log_batch", "mlflow: log params/metrics"),

@@ -4,8 +4,9 @@ With several `evaluate.seeds`, the models of the other unlearning seeds (flows.u
 metrics are means over seeds with 95 % intervals (`ci`; `<metric>/ci_low|ci_high` in MLflow), and
 `runs.json` keeps each seed's metrics for the gates; one model gets bootstrap intervals over its samples.
 
-Writes `outputs/metrics/<method>.json` (DVC metrics), `outputs/plots/<method>.csv` (per-class test accuracy
-of base, oracle and unlearned model: a DVC plot) and, under `outputs/evaluate/<method>/`, the PNG plots that
+Writes `outputs/metrics/<method>.json` (all metrics; the DVC metrics are the run's summary, flows.summary_metrics),
+`outputs/plots/<method>.csv` and `.png` (per-class test accuracy of base, oracle and unlearned model: the DVC
+plot) and, under `outputs/evaluate/<method>/`, the PNG plots that
 also go to MLflow, `runs.json`, `details.json` (the HTML report's data of the registered model) and the
 stage's `EvalRecord` (content only; this run's MLflow run is in `outputs/runs/evaluate-<method>.json`).
 Every model.pt read here is checked against its SHA-256.
@@ -18,7 +19,7 @@ import time
 
 from . import _registry as registry
 from .context import StageContext
-from .plots import confusions, write_per_class_csv, write_pngs
+from .plots import confusions, write_per_class, write_pngs
 from .records import EvalRecord, ModelRecord, StageRun, UnlearnRecord, write_json
 from .settings import (
     CHECKPOINT,
@@ -57,7 +58,7 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
     csv_path = root / PLOTS_DIR / f"{method}.csv"
     runs_file = StageRun.path(root, "evaluate", method)
     if unlearned.skipped:  # nothing to score; the DVC outs still exist and say so
-        write_per_class_csv(csv_path, split, {})
+        write_per_class(csv_path, split, {})
         write_json(metrics_file(root, method), {})
         record = EvalRecord(method=method, skipped=True, reason=unlearned.reason, **info.lineage())
         record.write(outdir / RECORD_FILE)
@@ -103,7 +104,7 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
         with cpu_threads(EVAL_CPU_THREADS, device):  # small predictions, like evaluate's own (see there)
             cms = confusions(split, models)  # each model scored on the test set once, for PNGs and CSV
             pngs = write_pngs(outdir, method, split, models, cms)
-            write_per_class_csv(csv_path, split, models, cms)
+            write_per_class(csv_path, split, models, cms)
             details = model_details(model, split)  # the report's distributions and per-class accuracy
         for path in (*pngs, csv_path):
             mlflow.log_artifact(str(path), "plots")

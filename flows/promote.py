@@ -39,6 +39,7 @@ from .settings import (
     registered_model_name,
     stage_dir,
 )
+from .summary_metrics import write_summary
 from .tracking import flatten, setup_mlflow, stage_run
 
 if TYPE_CHECKING:
@@ -184,6 +185,8 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
         results = pipeline_results(params, info, split, base, band, rows, gate_rows, skipped)
         table = markdown(results, message)
         html = write_html(root, params, split, results)
+        for path in write_summary(root, params, base, oracle, rows, gate_rows):  # DVC metrics, comparison plot
+            mlflow.log_artifact(str(path))
         mlflow.log_artifact(str(html))
         record = PromotionRecord(production=production, previous=registry.alias_version(name, "previous"),
                                  promoted=bool(eligible) and production != previous, message=message,

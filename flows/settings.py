@@ -114,12 +114,35 @@ def registered_model_name(params: Params) -> str:
     return f"{params.data.name}-{params.model.name}" + ("" if is_service(params) else "-exp")
 
 
+def workspace_root(root: Path) -> Path:
+    """The project folder whose tracking store a run in `root` belongs to: `root` itself, except in a stage
+    of `dvc exp run --temp` (or a queued experiment), which runs in a throw-away copy of the repository
+    under `.dvc/tmp/exps/`: there it is the same folder of the workspace the experiment came from.
+
+    DVC sets `DVC_STAGE` for every stage command and `DVC_ROOT` to the root of the workspace's DVC repo,
+    also from inside an experiment's copy (dvc.repo.experiments.queue); the copy's own root is the
+    nearest folder above `root` that holds `.dvc/`. Outside a DVC stage, or where that folder is missing
+    in the workspace, `root` stays.
+    """
+    main = os.environ.get("DVC_ROOT")
+    if not main or not os.environ.get("DVC_STAGE"):
+        return root
+    here = root.resolve()
+    copy = next((p for p in (here, *here.parents) if (p / ".dvc").is_dir()), None)
+    if copy is None:
+        return root
+    mapped = Path(main).resolve() / here.relative_to(copy)
+    return mapped if mapped.is_dir() else root
+
+
 def tracking_uri(root: Path, params: Params) -> str:
-    """`MLFLOW_TRACKING_URI`, else `tracking.uri`; a relative sqlite path is taken relative to the project root."""
+    """`MLFLOW_TRACKING_URI`, else `tracking.uri`, as an absolute URI: a relative sqlite path is taken
+    relative to the project's workspace (`workspace_root`), so the runs of `dvc exp run --temp` land in
+    the same mlflow.db as `unlearn run`, not in the experiment's temporary copy."""
     uri = os.environ.get("MLFLOW_TRACKING_URI") or params.tracking.uri
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri[len(prefix):].startswith("/"):
-        uri = prefix + str((root / uri[len(prefix):]).resolve())
+        uri = prefix + str((workspace_root(root) / uri[len(prefix):]).resolve())
     return uri
 
 

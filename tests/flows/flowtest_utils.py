@@ -38,7 +38,8 @@ def make_project(dest: Path, tiny: dict | None = None) -> Path:
     (dest / ".dvc").mkdir(exist_ok=True)
     shutil.copy2(REPO / ".dvc" / "config", dest / ".dvc" / "config")
     (dest / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
-    (dest / ".gitignore").write_text("/data\n/outputs/\n/mlflow.db\n/mlartifacts/\n/requests/\n__pycache__/\n")
+    (dest / ".gitignore").write_text("/data\n/outputs/*\n!/outputs/summary.json\n/mlflow.db\n/mlartifacts/\n/requests/\n"
+                                       "__pycache__/\n")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for (section, key), value in (TINY if tiny is None else tiny).items():
         params.setdefault(section, {})[key] = value

@@ -144,18 +144,30 @@ def test_bad_gate_name_fails_at_load_before_any_run(project, second, capsys):
 
 
 @pytest.mark.slow  # three stage processes (torch + mlflow imports each): 60-100 s on 2 busy cores
-def test_dvc_exp_run_gives_an_experiment_with_metrics(project, second):
+def test_dvc_exp_run_gives_an_experiment_with_metrics_in_the_project_store(project, second, monkeypatch):
     git(project, "add", "-A")
     git(project, "commit", "-qm", "after pipeline run")
+    store = os.environ["MLFLOW_TRACKING_URI"]
+    assert store == f"sqlite:///{project / 'mlflow.db'}"  # the default tracking.uri, spelled out by the fixture
+    before = {r.info.run_id for r in _client().search_runs([_client().get_experiment_by_name("unlearning").experiment_id])}
+    # The default store (tracking.uri: sqlite:///mlflow.db), as a user has it: the experiment runs in a
+    # temporary copy under .dvc/tmp/exps/, and its runs must still land in the project's mlflow.db.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
     out = dvc(project, "exp", "run", "--temp", "-S", "unlearn.methods=[finetune]", check=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "train_base' didn't change" in out.stdout  # only what the change touches re-runs
+    new = [r for r in _client().search_runs([_client().get_experiment_by_name("unlearning").experiment_id])
+           if r.info.run_id not in before]
+    assert "register_and_promote" in [r.info.run_name for r in new], [r.info.run_name for r in new]
+    assert not list((project / ".dvc" / "tmp").rglob("mlflow.db"))
     shown = json.loads(dvc(project, "exp", "show", "--json").stdout)
     exps = [e for rev in shown for e in (rev.get("experiments") or [])]
     assert exps, shown
     data = exps[0]["revs"][0]["data"]
-    metrics = data["metrics"]["outputs/metrics/finetune.json"]["data"]
-    assert "forget/acc" in metrics
+    assert list(data["metrics"]) == ["outputs/summary.json"]  # the small summary only
+    summary = data["metrics"]["outputs/summary.json"]["data"]
+    assert set(summary) == {"original", "oracle", "finetune"} and "forget/acc" in summary["finetune"]
     assert data["params"]["params.yaml"]["data"]["unlearn"]["methods"] == ["finetune"]
 
 
