@@ -227,7 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="serve the pipeline as a Prefect deployment on a cron schedule",
                        description="Serve the pipeline on a schedule against the Prefect server at "
-                                   "PREFECT_API_URL, or one started on 127.0.0.1 (stopped on exit).")
+                                   "PREFECT_API_URL, or one started on 127.0.0.1 with its database in the "
+                                   "project's .prefect/ (stopped on exit).")
     p.add_argument("--cron", required=True, help='cron schedule, e.g. "0 2 * * *" (02:00 every day)')
     p.add_argument("--name", default="scheduled", help="deployment name (default: scheduled)")
     p.add_argument("--port", type=int, default=None, help="port of the server started here (default: a free one)")

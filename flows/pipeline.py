@@ -19,7 +19,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
-from . import _dvc, recovery
+from . import _dvc, prefect_ui, recovery
 from . import _registry as registry
 from .context import StageContext
 from .faults import crash_point
@@ -101,10 +101,13 @@ def stage_task(ctx: StageContext, stage: str, method: str | None = None, record:
     """Run one stage (or keep its unchanged outputs), record it in dvc.lock; `upstream` only orders tasks."""
     t0 = time.perf_counter()
     name = label(stage, method)
+    run_log = prefect_ui.run_logger()
+    run_log.info("%s: started", name)
     prev = _unchanged(ctx, stage, method, record) if stage in PRIOR and method else None
     if prev is not None:
         if ctx.log is not None:
             ctx.log({"stage": name, "unchanged": "dvc status clean, outputs kept"})
+        run_log.info("%s: reused, dvc status unchanged: outputs kept (%.1f s)", name, time.perf_counter() - t0)
         return {"record": prev, "seconds": time.perf_counter() - t0, "unchanged": True}
 
     def log(event: dict[str, Any]) -> None:
@@ -119,6 +122,9 @@ def stage_task(ctx: StageContext, stage: str, method: str | None = None, record:
     crash_point(f"after:{name}")
     if ctx.log is not None:
         ctx.log({"stage": name, "done": summary(out)})
+    how = prefect_ui.how_it_ran(ctx.root, stage, method)
+    run_log.info("%s: finished in %.1f s%s: %s", name, time.perf_counter() - t0, f", {how}" if how else "",
+                 summary(out))
     return {"record": out, "seconds": time.perf_counter() - t0, "unchanged": False}
 
 
@@ -156,17 +162,6 @@ def _raise_first_failure(futures: list) -> None:
             f.result()  # raises the task's own exception
 
 
-def _publish(decision: Any, parent_run_id: str) -> None:
-    """The results table and gate decisions as a Markdown artifact of this flow run (Prefect UI: Artifacts);
-    the HTML report is on the MLflow parent run and in outputs/runs/report.html."""
-    from prefect.artifacts import create_markdown_artifact
-
-    create_markdown_artifact(
-        markdown=f"{decision.table}\n\nThe HTML report (plots) is `outputs/runs/report.html`, also logged on the "
-                 f"MLflow parent run `{parent_run_id}`.", key="unlearning-results",
-        description=decision.message[:500])
-
-
 # Task runner: Prefect's default ThreadPoolTaskRunner. The timed stages (base, oracle, each unlearn[m])
 # are chained so they never share the machine: the oracle's time is the speedup's denominator and each
 # method's wall time is a reported metric. Overlapping them saved only ~4 s of a 37 s flow body (4 methods,
@@ -191,6 +186,7 @@ def unlearning_pipeline(root: str = ".", params_path: str = "params.yaml",
         `{"parent_run_id", "promotion", "stages": {name: seconds}, "base", "oracle", "seconds"}`.
     """
     quiet_env()
+    prefect_ui.send_run_logs()
     os.environ["UNLEARN_LAUNCHER"] = "prefect"
     overrides = list(overrides or [])
     path = Path(root).resolve()
@@ -240,12 +236,16 @@ def _pipeline(path: Path, params: Any, overrides: list[str]) -> dict[str, Any]:
                    **{label("unlearn", m): f for m, f in models.items()},
                    **{label("evaluate", m): f for m, f in evals.items()}, "register_and_promote": promote}
         _raise_first_failure(list(futures.values()))
-        _publish(promote.result()["record"], parent)
+        decision = promote.result()["record"]
+        prefect_ui.log_decision(decision)
+        prefect_ui.publish(decision, parent)
         split = data.result()["record"]
         client = mlflow.MlflowClient()
         for key, value in split.lineage().items():
             client.set_tag(parent, key, value)
         status = "FINISHED"
+        prefect_ui.run_logger().info("pipeline finished in %.1f s; MLflow parent run %s", time.perf_counter() - t0,
+                                     parent)
         return {"parent_run_id": parent, "promotion": promote.result()["record"],
                 "stages": {k: f.result()["seconds"] for k, f in futures.items()},
                 "base": base.result()["record"], "oracle": oracle.result()["record"],
