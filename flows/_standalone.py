@@ -19,6 +19,7 @@ environment that has mlflow, torch and numpy but not this project, and scores ra
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -37,7 +38,6 @@ REQUIREMENTS = ("mlflow", "torch", "numpy")
 RAW_MAX = {"digits": 16.0}
 IMAGE_MAX = 255.0
 EXAMPLE_ROWS = 5
-_LIBRARY = Path(__file__).resolve().parents[1] / "unlearning"
 _SHIPPED_FILES = ("models.py", "registry.py")  # models.py imports only torch and .registry
 
 
@@ -83,12 +83,13 @@ def signature(spec: dict[str, Any]):
 
 def ship_code(dest: Path) -> Path:
     """Write the model definitions to `dest/unlearning_models/` (a `code_paths` entry); returns that folder."""
+    library = Path(importlib.util.find_spec("unlearning").origin).parent  # wherever it is installed
     pkg = Path(dest) / SHIPPED_PACKAGE
     pkg.mkdir(parents=True, exist_ok=True)
     (pkg / "__init__.py").write_text('"""The model definitions of the `unlearning` package (models.py, registry.py) '
                                      'as they were when this model was logged."""\n')
     for name in _SHIPPED_FILES:
-        shutil.copyfile(_LIBRARY / name, pkg / name)
+        shutil.copyfile(library / name, pkg / name)
     return pkg
 
 
