@@ -2,19 +2,20 @@
 
 Models are logged as MLflow 3 LoggedModels (`models:/m-<id>`) holding our own checkpoint
 (`artifacts/model.pt`) plus a small pyfunc wrapper (`flows/_pyfunc.py`, "model from code": no pickled
-code); versions are registered from that `models:/m-...` URI, never from `runs:/` (STACK.md). The
-registry's lifecycle is aliases and version tags, not the deprecated stages.
+code) that stands on its own (`flows/_standalone.py`); versions are registered from that `models:/m-...`
+URI, never from `runs:/` (STACK.md), and listed on their logged model. The registry's lifecycle is aliases
+and version tags, not the deprecated stages.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import sys
 import tempfile
 import threading
-import warnings
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -34,37 +35,42 @@ def client():
     return mlflow.MlflowClient()
 
 
-def _pip_requirements() -> list[str]:
-    # Given explicitly: inferring them costs about 5 s per log_model call (STACK.md).
-    out = []
-    for dist in ("torch", "numpy", "scikit-learn", "pydantic", "pyyaml"):
-        try:
-            out.append(f"{dist}=={metadata.version(dist)}")
-        except metadata.PackageNotFoundError:
-            out.append(dist)
-    return out
+def log_model(checkpoint: Path, root: Path, name: str) -> tuple[str, str]:
+    """Log a checkpoint as the LoggedModel `name` of the active run; returns (model_id, `models:/m-...` URI).
 
-
-def log_model(checkpoint: Path, name: str = "model") -> tuple[str, str]:
-    """Log a checkpoint as a LoggedModel of the active run; returns (model_id, `models:/m-...` URI)."""
+    The model stands on its own (`flows/_standalone.py`): preprocessing constants from the data version under
+    `root`, a signature and an input example of raw rows, the model definitions as code, minimal requirements.
+    """
     import mlflow
 
-    # MLflow warns on every pyfunc without `predict` type hints and puts a `once` filter in front of any
-    # of ours; our inputs are plain arrays. Record the warnings of the call, drop that one, re-issue the
-    # rest. catch_warnings swaps process-wide state, so calls are serialised (about 0.15 s each).
-    with _log_lock, warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        info = mlflow.pyfunc.log_model(name=name, python_model=str(PYFUNC_CODE),
-                                       artifacts={"checkpoint": str(checkpoint)},
-                                       pip_requirements=_pip_requirements())
-    for w in caught:
-        if "Add type hints to the `predict` method" not in str(w.message):
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    from . import _standalone
+
+    # MLflow loads the new model once to check its input example (about 0.03 s), which puts the model's
+    # code/ first on sys.path for good and imports the shipped package from there: one more sys.path entry
+    # per call in a long-lived process. Undone after each call; calls are serialised so that one call's
+    # undo never removes what another is loading.
+    with _log_lock, tempfile.TemporaryDirectory() as tmp:
+        path, modules = list(sys.path), set(sys.modules)
+        try:
+            info = mlflow.pyfunc.log_model(name=name, python_model=str(PYFUNC_CODE),
+                                           **_standalone.log_model_kwargs(root, checkpoint, Path(tmp)))
+        finally:
+            sys.path[:] = path
+            for module in set(sys.modules) - modules:
+                if module.partition(".")[0] == _standalone.SHIPPED_PACKAGE:
+                    del sys.modules[module]
     return info.model_id, info.model_uri
 
 
 def register(registered_name: str, model_uri: str, tags: dict[str, Any]) -> str:
-    """Register `model_uri` as a new version with `tags`; returns the version number."""
+    """Register the logged model `model_uri` (`models:/m-...`) as a new version with `tags` (empty values
+    left out); returns the version number.
+
+    The version is linked to its LoggedModel both ways, as `mlflow.register_model` links them: the version
+    records `model_id`, and the model's `mlflow.modelVersions` tag lists the version (what the MLflow UI
+    shows as "Registered models"). Done here without `register_model`, which prints to stderr on every call
+    and, against a tracking server (which links the model itself), would list the version twice.
+    """
     import mlflow
 
     c = client()
@@ -77,9 +83,23 @@ def register(registered_name: str, model_uri: str, tags: dict[str, Any]) -> str:
                                       "production, previous, candidate-<method>, staging-<method>.")
         except mlflow.exceptions.MlflowException:
             pass  # created meanwhile by another task
-    mv = c.create_model_version(registered_name, model_uri, run_id=tags.get("run_id"),
-                                tags={k: str(v) for k, v in tags.items()})
+    model_id = model_uri.removeprefix("models:/") if model_uri.startswith("models:/m-") else None
+    mv = c.create_model_version(registered_name, model_uri, run_id=tags.get("run_id"), model_id=model_id,
+                                tags={k: str(v) for k, v in tags.items() if v is not None and str(v) != ""})
+    if model_id:
+        _link(model_id, registered_name, str(mv.version))
     return str(mv.version)
+
+
+def _link(model_id: str, registered_name: str, version: str) -> None:
+    """List `registered_name` v`version` in the LoggedModel's `mlflow.modelVersions` tag (once)."""
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    c = client()
+    listed = json.loads(c.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+    entry = {"name": registered_name, "version": version}
+    if entry not in listed:
+        c.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*listed, entry])})
 
 
 class ChecksumError(ValueError):

@@ -4,8 +4,9 @@ Lifecycle (MLflow 3 aliases and version tags; the old stage transitions are depr
 - every unlearned version holds `candidate-<method>` from its unlearn stage;
 - every gate says pass, fail or inconclusive against the retrain band (`unlearning.verdicts`: the oracles of
   `evaluate.training_seeds`, in outputs/metrics/oracle_band.json); a version that passes every gate gets
-  `staging-<method>`; the decisions are version tags (`gate.<name>`: "pass |MIA - retrain| 3.1 <= 7.4 ...",
-  `gates`: passed|failed|inconclusive, `gates.failed`: the reasons) and numeric metrics of this stage's run;
+  `staging-<method>`; the decisions are version tags (`gates`: passed|failed|inconclusive, `score`, and
+  `gates.failed`: the reasons, when not passed), numeric metrics of this stage's run, and `gates.json` (each
+  gate's verdict, e.g. "pass |MIA - retrain| 3.1 <= 7.4 ...", and the headline metrics) on the version's own run;
 - the best passing version (smallest average gap to the oracle, or without an oracle the smallest mean
   gate usage) becomes `production` (`production.move_production`). A failed or inconclusive gate moves
   no alias.
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 
 GATE_STATE = {"pass": "passed", "fail": "failed", "inconclusive": "inconclusive"}
+GATES_FILE = "gates.json"  # an artifact of the run that made each gated version
 
 
 def _gate_version(params: Any, name: str, method: str, version: str, metrics: dict[str, float], base: dict,
@@ -63,18 +65,32 @@ def _gate_version(params: Any, name: str, method: str, version: str, metrics: di
     verdict = overall(results)
     ok = verdict == "pass"
     s = score(metrics, results)
-    tags = {f"gate.{g.name}": g.tag for g in results}
-    tags.update({"gates": GATE_STATE[verdict], "score": f"{s:.4f}",
-                 "gates.failed": "; ".join(f"{g.name}: {g.tag}" for g in results if not g.passed) or "none"})
-    tags.update({f"metric.{k}": f"{metrics[k]:.4f}" for k in ("forget/acc", "retain/acc", "test/acc",
-                                                               mia_key, "oracle/avg_gap") if k in metrics})
+    failed = "; ".join(f"{g.name}: {g.tag}" for g in results if not g.passed)
     if not results:
-        tags["gates.failed"] = "no applicable gate in promote.gates"
+        failed = "no applicable gate in promote.gates"
+    tags = {"gates": GATE_STATE[verdict], "score": f"{s:.4f}", **({"gates.failed": failed} if failed else {})}
     if record:
         registry.set_tags(name, version, tags)
+        if not failed:  # a version gated again: an earlier run's reasons no longer hold
+            registry.delete_tag(name, version, "gates.failed")
+        _log_details(name, version, {**tags, "method": method, "verdicts": {g.name: g.tag for g in results},
+                                     "metrics": {k: metrics[k] for k in ("forget/acc", "retain/acc", "test/acc",
+                                                                         mia_key, "oracle/avg_gap") if k in metrics}})
         if ok:
             registry.set_alias(name, f"staging-{method}", version)
     return results, ok, s
+
+
+def _log_details(name: str, version: str, details: dict[str, Any]) -> None:
+    """What the version's tags leave out (each gate's verdict, the headline metrics) as `gates.json` of the
+    run that made the version, with the promotion run that decided it: the registry page stays short."""
+    import mlflow
+
+    c = registry.client()
+    run_id = c.get_model_version(name, version).run_id
+    if run_id:
+        active = mlflow.active_run()
+        c.log_dict(run_id, {**details, "decided_by_run": active.info.run_id if active else None}, GATES_FILE)
 
 
 def _band(root: Any, oracle: dict | None) -> list[dict] | None:

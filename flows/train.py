@@ -208,7 +208,7 @@ def _train_model(ctx: StageContext, role: str, band_seed: int | None = None) -> 
             model, time_s = train_fn(params, split, log=ctx.log)
             save_checkpoint(model, ckpt)
             sha = registry.sha256_file(ckpt)
-            model_id, model_uri = registry.log_model(ckpt)
+            model_id, model_uri = registry.log_model(ckpt, root, role if band_seed is None else f"oracle-seed{band_seed}")
             # Logged before registering: a run killed after it leaves a version that a rerun reuses, time included.
             mlflow.log_metric("time/s", time_s)
             version = registry.register(name, model_uri, {"role": role if band_seed is None else "oracle-band",

@@ -173,7 +173,7 @@ def _registered(ctx: StageContext, method: str) -> UnlearnRecord:
         save_checkpoint(result.model, ckpt)
         sha = registry.sha256_file(ckpt)
         touched = ",".join(result.touched) or "none"
-        model_id, model_uri = registry.log_model(ckpt)
+        model_id, model_uri = registry.log_model(ckpt, root, method)
         # Logged before registering: a run killed after it leaves a version that a rerun reuses, time included.
         mlflow.log_metrics({"time/s": result.time_s})
         mlflow.set_tag(registry.CHECKSUM_TAG, sha)

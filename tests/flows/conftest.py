@@ -86,6 +86,6 @@ def registry(tmp_path, tracking):
     torch.manual_seed(0)
     ckpt = save_checkpoint(create_model("mlp", 10, (1, 8, 8), width=8), tmp_path / "model.pt")
     with mlflow.start_run():
-        _, uri = R.log_model(ckpt)
+        _, uri = R.log_model(ckpt, tmp_path, "base")
     versions = [R.register("digits-mlp", uri, {"role": r}) for r in ("base", "unlearned", "unlearned")]
     return tmp_path, params, versions

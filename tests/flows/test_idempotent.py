@@ -74,16 +74,19 @@ def test_a_truncated_checkpoint_fails_its_checksum_in_one_line(tmp_path, trackin
     import torch
 
     from flows import _registry as R
+    from flows.datastore import materialise
     from flows.settings import load
     from flows.tracking import setup_mlflow
+    from unlearning.datasets import load_dataset
     from unlearning.models import create_model, save_checkpoint
 
+    materialise(tmp_path, load_dataset("digits"), {"pending": [], "done": []})  # a logged model reads its preprocessing
     torch.manual_seed(0)
     ckpt = save_checkpoint(create_model("mlp", 10, (1, 8, 8), width=8), tmp_path / "model.pt")
     sha = R.sha256_file(ckpt)
     exp_id = setup_mlflow(tmp_path, load(tmp_path, None))  # artifacts in mlartifacts/ beside the store
     with mlflow.start_run(experiment_id=exp_id):
-        _, uri = R.log_model(ckpt)
+        _, uri = R.log_model(ckpt, tmp_path, "base")
     version = R.register(MODEL, uri, {"role": "base", R.KEY_TAG: "k1", R.CHECKSUM_TAG: sha})
     dest = tmp_path / "out" / "model.pt"
     assert str(R.reuse_by_key(MODEL, "k1", dest, print).version) == version and R.sha256_file(dest) == sha

@@ -17,6 +17,8 @@ from flows.settings import MODEL_FILE, stage_dir
 
 
 def test_register_and_promote_moves_aliases_and_tags(registry):
+    import mlflow
+
     root, params, (v_base, v1, v2) = registry
     fake_outputs(root, {"finetune": v1, "neggrad": v2}, {"finetune": GOOD, "neggrad": BETTER})
     out = promote_stage(StageContext(root, params))
@@ -26,7 +28,11 @@ def test_register_and_promote_moves_aliases_and_tags(registry):
     assert aliases["production"] == int(v2) and aliases["staging-finetune"] == int(v1)
     assert "previous" not in aliases
     tags = R.version_tags("digits-mlp", v1)
-    assert tags["gates"] == "passed" and tags["gate.retain_acc_drop"].startswith("pass")
+    assert tags["gates"] == "passed" and "gates.failed" not in tags
+    # Each gate's verdict is in gates.json of the version's own run, not one tag per gate.
+    details = mlflow.artifacts.load_dict(f"runs:/{c.get_model_version('digits-mlp', v1).run_id}/gates.json")
+    assert details["verdicts"]["retain_acc_drop"].startswith("pass") and details["decided_by_run"] == out.run_id
+    assert not [k for k in tags if k.startswith(("gate.", "metric."))]
     gate_metrics = R.run_metrics(out.run_id)
     assert gate_metrics["gate/finetune/mia_vs_oracle/verdict"] == 1.0
     assert gate_metrics["gate/finetune/mia_vs_oracle/value"] == pytest.approx(2.0)
