@@ -160,9 +160,7 @@ def cmd_methods(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        touched = ",".join(r["needs"])
-        print(f"{r['name']:<{width}}  touches {touched:<22} {r['summary']}")
+    print("\n".join(f"{r['name']:<{width}}  touches {','.join(r['needs']):<22} {r['summary']}" for r in rows))
     return 0
 
 
@@ -170,10 +168,7 @@ def cmd_status(args) -> int:
     from .status import render, status_report
 
     report = status_report(args.root.resolve(), _params(args))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print(render(report))
+    print(json.dumps(report, indent=2) if args.json else render(report))
     return 0
 
 
