@@ -10,7 +10,6 @@ recorded in dvc.lock (the lock must describe params.yaml; use `dvc exp run -S` f
 from __future__ import annotations
 
 import datetime as dt
-import math
 import os
 import time
 from pathlib import Path
@@ -26,20 +25,19 @@ from .faults import crash_point
 from .ledger import Ledger, LedgerError
 from .locks import hold
 from .preflight import check_run
-from .records import EvalRecord, Record, StageRun, UnlearnRecord, read_json
+from .records import EvalRecord, Record, StageRun, UnlearnRecord
 from .settings import (
     RECORD_FILE,
     device_name,
     is_service,
     load,
-    metrics_file,
     quiet_env,
     registered_model_name,
     stage_dir,
     tracking_uri,
 )
 from .stages import address, label, run_stage, summary
-from .tracking import flatten, git_commit, owner_tags, setup_mlflow, stage_run
+from .tracking import flatten, git_commit, log_parent_summary, note_reused, owner_tags, setup_mlflow
 
 
 def _io_error(task, task_run, state) -> bool:
@@ -61,8 +59,6 @@ PRIOR = {"unlearn": UnlearnRecord, "evaluate": EvalRecord}  # stages skipped whe
 def _unchanged(ctx: StageContext, stage: str, method: str, record: bool) -> Record | None:
     """The stored record of a per-method stage that DVC reports unchanged and whose model is still in the
     registry (same version, same checkpoint SHA-256: a record from another tracking store does not count)."""
-    import mlflow
-
     path = stage_dir(ctx.root, stage, method) / RECORD_FILE
     if not record or not path.exists() or not _dvc.is_clean(ctx.root, address(stage, method)):
         return None
@@ -79,18 +75,9 @@ def _unchanged(ctx: StageContext, stage: str, method: str, record: bool) -> Reco
     runs_file = StageRun.path(ctx.root, stage, method)
     last = StageRun.read(runs_file) if runs_file.exists() else None
     made_by = (last.reused_from or last.run_id) if last is not None else None
-    # The note run carries the kept figures, so a comparison in MLflow still sees this run's numbers.
-    if stage == "evaluate":
-        kept = read_json(metrics_file(ctx.root, method)) if metrics_file(ctx.root, method).exists() else {}
-    else:
-        kept = {"time/s": prev.time_s}
-    with stage_run(ctx.root, ctx.params, stage, run_name=f"{label(stage, method)} (unchanged)",
-                   parent_run_id=ctx.parent_run_id,
-                   tags={"unlearn.reused": "true", "reused_from": made_by or "", "method": method,
-                         "mlflow.note.content": "dvc status: unchanged; outputs kept"
-                                                + (f" (made by run {made_by})." if made_by else ".")}) as run:
-        mlflow.log_metrics({k: v for k, v in kept.items() if isinstance(v, int | float) and math.isfinite(v)})
-    StageRun(stage=stage, run_id=run.run_id, source="unchanged", tracking_uri=tracking_uri(ctx.root, ctx.params),
+    # No run of its own: the parent run lists it (the runs that made its outputs keep their figures).
+    note_reused(ctx.parent_run_id, f"{label(stage, method)} (unchanged)" + (f" from run {made_by}" if made_by else ""))
+    StageRun(stage=stage, source="unchanged", tracking_uri=tracking_uri(ctx.root, ctx.params),
              reused_from=made_by).write(runs_file)
     return prev
 
@@ -239,6 +226,7 @@ def _pipeline(path: Path, params: Any, overrides: list[str]) -> dict[str, Any]:
         decision = promote.result()["record"]
         prefect_ui.log_decision(decision)
         prefect_ui.publish(decision, parent)
+        log_parent_summary(path, params, parent, decision)
         split = data.result()["record"]
         client = mlflow.MlflowClient()
         for key, value in split.lineage().items():

@@ -3,7 +3,8 @@
 Both are content-addressed: the key is hash(data version, forget request, model, training params, seed).
 When the registry already holds a version under that key (a version tag, so a version registered by a
 run killed afterwards counts too) whose checkpoint verifies, it is fetched instead of training again,
-and this run says so (run name "... (reused)", tags `unlearn.reused=true`, `reused_from=<run id>`). A
+and it makes no MLflow run: the pipeline's parent run lists it (tag `reused_stages`, "train_base (reused)
+from run <id>"; `flows.tracking.stage_run`) and outputs/runs/<role>.json says `reused`. A
 version whose stored checkpoint fails its SHA-256 is reported in one line and the model is trained again.
 For a run that processes deletion requests, the base is the model in `production` (unlearning starts
 from what is deployed; a corrupt one refuses the run with the way out); without one, it is trained.
@@ -183,10 +184,12 @@ def _train_model(ctx: StageContext, role: str, band_seed: int | None = None) -> 
     run_name = stage + (f" seed {band_seed}" if band_seed is not None else "") + (
         "" if source == "trained" else f" ({source})")
     tags = {**lineage, registry.KEY_TAG: key, registry.REUSED_TAG: str(source != "trained").lower(),
-            "role": role, "data_touched": "retain" if role == "oracle" else "forget,retain"}
-    with stage_run(root, params, stage, run_name=run_name, parent_run_id=ctx.parent_run_id, tags=tags) as run:
-        mlflow.log_params(flatten({"data": params.data.model_dump(), "model": params.model.model_dump(),
-                                   "train": params.train.model_dump()}))
+            "role": role, "data_touched": "retain" if role == "oracle" else "forget,retain",
+            **({"reused_from": mv.run_id or ""} if mv is not None else {})}
+    with stage_run(root, params, stage, run_name=run_name, parent_run_id=ctx.parent_run_id, tags=tags,
+                   reused=source == "reused") as run:  # a reused model makes no run (tracking.stage_run)
+        run.log_params(flatten({"data": params.data.model_dump(), "model": params.model.model_dump(),
+                                "train": params.train.model_dump()}))
         metrics = None
         if mv is not None:
             model_uri, model_id, version = mv.source, registry.model_id_of(mv), str(mv.version)
@@ -202,7 +205,7 @@ def _train_model(ctx: StageContext, role: str, band_seed: int | None = None) -> 
                 # only `time/s`, and the model is evaluated here instead).
                 metrics = prior if set(prior) - {"time/s"} else None
                 note = f"Reused {name} v{version} (same content key {key}); nothing trained."
-            mlflow.set_tags({"reused_from": mv.run_id or "", "mlflow.note.content": note})
+            run.set_tags({"mlflow.note.content": note})
         else:
             train_fn = train_original if role == "base" else train_oracle
             model, time_s = train_fn(params, split, log=ctx.log)
@@ -215,15 +218,15 @@ def _train_model(ctx: StageContext, role: str, band_seed: int | None = None) -> 
                                                           "run_id": run.run_id, registry.KEY_TAG: key,
                                                           registry.CHECKSUM_TAG: sha, **lineage,
                                                           "git_commit": git_commit(root)})
-        mlflow.set_tags({"model_uri": model_uri, "model_id": model_id, "registered_model": name,
-                         "registered_version": version, registry.CHECKSUM_TAG: sha})
+        run.set_tags({"model_uri": model_uri, "model_id": model_id, "registered_model": name,
+                      "registered_version": version, registry.CHECKSUM_TAG: sha})
         if metrics is None:
             model = registry.load_verified(ckpt, sha, f"outputs/{role}/{CHECKPOINT}", device)
             metrics = evaluate_model(params, model, split, seed=params.evaluate.seeds[0])
             metrics["time/s"] = time_s
         # Finite values only, as MLflow keeps them: a reused model then writes the same metrics file.
         metrics = {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
-        mlflow.log_metrics(metrics)
+        run.log_metrics(metrics)
     if band_seed is not None:
         return metrics
     record = ModelRecord(role=role, model_uri=model_uri, model_id=model_id, registered_model=name, version=version,

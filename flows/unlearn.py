@@ -24,7 +24,7 @@ from .context import StageContext
 from .faults import crash_point
 from .records import ModelRecord, SplitRecord, StageRun, UnlearnRecord
 from .settings import CHECKPOINT, MODEL_FILE, RECORD_FILE, registered_model_name, stage_dir, tracking_uri
-from .tracking import flatten, git_commit, setup_mlflow, stage_run
+from .tracking import git_commit, method_params, setup_mlflow, stage_run
 
 
 def unlearn_key(base_sha256: str, info: SplitRecord, method: str, cfg: Any, seed: int) -> str:
@@ -149,8 +149,9 @@ def _registered(ctx: StageContext, method: str) -> UnlearnRecord:
                              registry.CHECKSUM_TAG: tags.get(registry.CHECKSUM_TAG, ""),
                              "registered_model": name, "registered_version": str(mv.version),
                              "mlflow.note.content": f"Reused {name} v{mv.version} (same content key {key}); "
-                                                    "the method did not run."}) as run:
-            mlflow.log_metric("time/s", time_s)
+                                                    "the method did not run."},
+                       reused=True) as run:  # no run of its own: listed on the parent (tracking.stage_run)
+            run.log_metrics({"time/s": time_s})
         if registry.alias_version(name, alias) != str(mv.version):  # moved only when it points elsewhere
             registry.set_alias(name, alias, str(mv.version))
         record = UnlearnRecord(method=method, model_uri=mv.source, model_id=registry.model_id_of(mv),
@@ -168,7 +169,7 @@ def _registered(ctx: StageContext, method: str) -> UnlearnRecord:
     with stage_run(root, params, "unlearn", run_name=f"unlearn[{method}]", parent_run_id=ctx.parent_run_id,
                    tags={**lineage, "data_declared": needs, registry.KEY_TAG: key,
                          registry.REUSED_TAG: "false"}) as run:
-        mlflow.log_params({"method": method, "seed": seed, **flatten(cfg.model_dump(), f"{method}.")})
+        mlflow.log_params({"seed": seed, **method_params(method, cfg, split, seed)})
         result = run_method(params, method, original, split, seed=seed, log=ctx.log)
         save_checkpoint(result.model, ckpt)
         sha = registry.sha256_file(ckpt)

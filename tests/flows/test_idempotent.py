@@ -200,7 +200,7 @@ def test_rerun_after_deleting_unlearn_outputs_reuses_the_version(project, second
     assert (out["versions"], out["aliases"]) == before
     assert out["lock"] == lock
     run = StageRun.read(project / "outputs" / "runs" / "unlearn-finetune.json")
-    assert run.source == "reused" and run.run_id
+    assert run.source == "reused" and run.run_id is None and run.reused_from  # reused: no run of its own
 
 
 def test_truncated_base_artifact_is_reported_and_retrained(project, second, capsys):

@@ -75,6 +75,7 @@ def test_first_run_tracks_registers_and_promotes(project, first):
     assert {"plots/per_class_accuracy.png", "plots/confusion_matrix.png", "plots/mia_histogram.png"} <= arts
     unl = next(r for r in runs if r.info.run_name == "unlearn[neggrad]")
     assert unl.data.tags["data_touched"] == "forget" and unl.data.tags["method"] == "neggrad"
+    _check_what_the_ui_shows(project, first, runs)
 
     c = _client()
     versions = {str(v.version): v for v in c.search_model_versions("name='digits-mlp'")}
@@ -99,15 +100,59 @@ def test_first_run_tracks_registers_and_promotes(project, first):
     assert "\nfinetune " in first["table"] and "gates (points)" in first["table"]
 
 
-def test_second_run_reuses_base_and_oracle(project, first, second):
+def _check_what_the_ui_shows(project, first, runs):
+    """What a user of the MLflow UI relies on: a model-training experiment, the method and its hyperparameters
+    as params of the evaluate runs, numeric gates, the data version as an input, a summary on the parent."""
+    c = _client()
+    assert c.get_experiment_by_name("unlearning").tags["mlflow.experimentKind"] == "custom_model_development"
+    ev = next(r for r in runs if r.info.run_name == "evaluate[neggrad]")
+    assert ev.data.params["method"] == "neggrad" and "neggrad.lr" in ev.data.params
+    assert ev.data.params["evaluate.oracle"] == "True"
+    unl = next(r for r in runs if r.info.run_name == "unlearn[neggrad]")
+    assert {k: v for k, v in unl.data.params.items() if k.startswith("neggrad.") or k == "method"} == {
+        k: v for k, v in ev.data.params.items() if k.startswith("neggrad.") or k == "method"}
+    # The gates promote decided, as numbers on each evaluate run (same names for every method).
+    promote = next(r for r in runs if r.info.run_name == "register_and_promote").data.metrics
+    for method in ("finetune", "neggrad"):
+        metrics = next(r for r in runs if r.info.run_name == f"evaluate[{method}]").data.metrics
+        gates = {k: v for k, v in metrics.items() if k.startswith("gate/")}
+        assert gates and gates == {k.replace(f"gate/{method}/", "gate/"): v for k, v in promote.items()
+                                   if k.startswith(f"gate/{method}/")}
+        assert metrics["gates/passed"] == promote[f"gates_passed/{method}"]
+    # The data version as the input dataset of the runs that read it.
+    data_hash = first["base"]["data_hash"]
+    for r in runs:
+        stage = r.data.tags["pipeline.stage"]
+        inputs = c.get_run(r.info.run_id).inputs.dataset_inputs
+        if stage in ("train_base", "retrain_oracle", "unlearn", "evaluate"):
+            assert [(d.dataset.name, d.dataset.digest) for d in inputs] == [("digits", data_hash)], r.info.run_name
+            assert inputs[0].dataset.source.endswith('/data"}') and inputs[0].tags[0].key == "mlflow.data.context"
+        else:
+            assert not inputs, r.info.run_name
+    parent = c.get_run(first["parent_run_id"]).data
+    assert parent.metrics["methods/total"] == 2 and parent.metrics["methods/passed"] >= 1
+    best = parent.tags["best_method"]
+    best_metrics = json.loads((project / f"outputs/metrics/{best}.json").read_text())
+    assert parent.metrics["best/forget/acc"] == best_metrics["forget/acc"]
+    assert {"original/test/acc", "oracle/forget/acc", "best/retain/acc"} <= set(parent.metrics)
+
+
+def test_second_run_reuses_base_and_oracle_and_makes_no_run_for_them(project, first, second):
     assert first["base"]["source"] == "trained" and first["oracle"]["source"] == "trained"
     assert second["base"]["source"] == "reused" and second["oracle"]["source"] == "reused"
-    runs = {r.info.run_name: r for r in _children(second["parent_run_id"])}
-    assert runs["train_base (reused)"].data.tags["reused_from"] == first["base"]["run_id"]
-    assert runs["retrain_oracle (reused)"].data.tags["unlearn.reused"] == "true"
-    assert runs["retrain_oracle seed 1 (reused)"].data.tags["unlearn.reused"] == "true"  # the band too
+    assert second["base"]["reused_from"] == first["base"]["run_id"] and second["base"]["run_id"] is None
+    # Reused and unchanged stages make no run: only the stages that ran again have one; the parent lists the rest.
+    runs = {r.info.run_name.split(" ")[0] for r in _children(second["parent_run_id"])}
+    assert runs == {"version_data", "register_and_promote"}
+    parent = _client().get_run(second["parent_run_id"]).data
+    reused = parent.tags["reused_stages"].split("; ")
+    assert reused[:3] == [f"train_base (reused) from run {first['base']['run_id']}",
+                          f"retrain_oracle (reused) from run {first['oracle']['run_id']}",
+                          "retrain_oracle seed 1 (reused) from run " + reused[2].rsplit(" ", 1)[-1]]
+    assert {r.split(" from ")[0] for r in reused[3:]} == {"unlearn[finetune] (unchanged)", "unlearn[neggrad] (unchanged)",
+                                                      "evaluate[finetune] (unchanged)", "evaluate[neggrad] (unchanged)"}
+    assert parent.metrics["pipeline/reused_stages"] == 7
     # Unchanged per `dvc status`: not re-run, no new model versions, production unchanged.
-    assert "unlearn[finetune] (unchanged)" in runs and "evaluate[neggrad] (unchanged)" in runs
     assert len(_client().search_model_versions("name='digits-mlp'")) == 5  # base, 2 oracles, 2 unlearned
     assert second["production"] == first["production"]
 

@@ -11,6 +11,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..data import Samples
+from ..requests import Split
 from ..training import make_optimizer, optimize, predict, task_loss
 from .base import MethodConfig, UnlearnInputs, register_method
 
@@ -59,18 +60,28 @@ class ScrubConfig(MethodConfig):
     # SCRUB+R: keep the end-of-epoch checkpoint whose forget error is closest to a reference error.
     rewind: bool = False
 
+    def preset_for(self, forget_size: int) -> str:
+        """The preset a forget set of `forget_size` samples runs with ('auto' chooses by size)."""
+        if self.preset != "auto":
+            return self.preset
+        return "large_scale" if forget_size >= AUTO_LARGE_FROM else "tiny"
+
     def resolved(self, forget_size: int = 0) -> dict[str, object]:
         """The effective hyperparameters: the preset (auto: chosen by `forget_size`) overlaid with every
         field that was set."""
-        preset = self.preset
-        if preset == "auto":
-            preset = "large_scale" if forget_size >= AUTO_LARGE_FROM else "tiny"
-        out = dict(PRESETS[preset])
+        out = dict(PRESETS[self.preset_for(forget_size)])
         for key in out:
             value = getattr(self, key)
             if value is not None:
                 out[key] = value
         return out
+
+    def effective(self, split: Split, seed: int = 0) -> dict[str, object]:
+        """Every field as a run on `split` uses it (what a tracker should show, not the `None`s of 'auto'):
+        the chosen preset and its values, overlaid with the fields that were set. (No field depends on
+        the seed.)"""
+        forget_size = len(split.forget_idx)
+        return {**self.model_dump(), **self.resolved(forget_size), "preset": self.preset_for(forget_size)}
 
 
 def distill_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
