@@ -78,7 +78,11 @@ def cmd_run(args) -> int:
     print(f"base model: {runs['base']}; oracle: {runs['oracle']}")
     print(f"pipeline: {total:.1f} s (flow body {out['seconds']:.1f} s); MLflow parent run {out['parent_run_id']}")
     uri = mask_credentials(tracking_uri(root, params))
-    print(f"tracking: {uri} -> mlflow ui --backend-store-uri {uri}")
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(params.tracking.experiment)  # the UI's model-training view (not GenAI):
+    print(f"tracking: {uri} -> mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000/#/experiments/"
+          f"{exp.experiment_id if exp else ''}/runs?workflowType=machine_learning")
     report = root / RUNS_DIR / "report.html"
     if report.exists():
         print(f"report: {report} (open it in a browser; also on the MLflow parent run)")

@@ -106,3 +106,23 @@ def test_a_config_without_run_time_defaults_is_logged_as_it_is():
     cfg = METHODS.get("neggrad").config()
     assert method_params("neggrad", cfg, _Split(10), seed=0) == {
         "method": "neggrad", **{f"neggrad.{k}": str(v) for k, v in cfg.model_dump().items()}}
+
+
+def test_no_method_logs_none_and_each_logs_what_it_runs_with():
+    """Every config's run-time choices are what a run on this split uses (finetune: the task's optimiser;
+    ∇τ: α_0 from the forget fraction; UNSIR: noise copies; Bad Teaching: the teacher seed)."""
+    from flows.tracking import method_params
+    from unlearning.config import RequestConfig
+    from unlearning.datasets import load_dataset
+    from unlearning.methods import METHODS
+    from unlearning.requests import resolve
+
+    split = resolve(RequestConfig(classes=[3]), load_dataset("digits"))
+    logged = {m: method_params(m, METHODS.get(m).config(), split, seed=7) for m in METHODS.names()}
+    off = {"retrain.recipe.grad_clip", "retrain.recipe.mnemonic"}  # None means "not used" there, not "auto"
+    unset = {k for p in logged.values() for k, v in p.items() if v == "None"}
+    assert unset == off, unset - off
+    assert logged["retrain"]["retrain.recipe.augment"] == "False"  # digits: no crop + flip
+    assert logged["finetune"]["finetune.optimizer"] == "sgd" and logged["finetune"]["finetune.lr"] == "0.02"
+    assert float(logged["nabla_tau"]["nabla_tau.alpha0"]) == min(1.0, 5 / 3 * split.forget_fraction)
+    assert logged["unsir"]["unsir.noise_repeats"] == "1" and logged["bad_teaching"]["bad_teaching.teacher_seed"] == "7"

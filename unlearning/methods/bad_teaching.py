@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ..data import concat
 from ..models import fresh_copy
+from ..requests import Split
 from ..training import make_optimizer, optimize
 from .base import MethodConfig, UnlearnInputs, register_method
 
@@ -33,6 +34,12 @@ class BadTeachingConfig(MethodConfig):
     retain_fraction: float = Field(0.3, gt=0.0, le=1.0)
     student_train_mode: bool = True  # official: the student is never put in eval mode
     teacher_seed: int | None = None  # init seed of the incompetent teacher; None: the method seed
+
+    def teacher_seed_for(self, seed: int) -> int:
+        return seed if self.teacher_seed is None else self.teacher_seed
+
+    def chosen(self, split: Split, seed: int) -> dict[str, int]:
+        return {"teacher_seed": self.teacher_seed_for(seed)}
 
 
 def bad_teaching_loss(student: Tensor, competent: Tensor, incompetent: Tensor, flag: Tensor,
@@ -58,7 +65,7 @@ def bad_teaching(model: nn.Module, inputs: UnlearnInputs, cfg: BadTeachingConfig
     forget, retain = inputs.forget, inputs.retain_subset(fraction=cfg.retain_fraction)
     data = concat(forget.with_labels(torch.ones_like(forget.y)), retain.with_labels(torch.zeros_like(retain.y)))
     competent = copy.deepcopy(model).eval()
-    incompetent = fresh_copy(model, seed=inputs.seed if cfg.teacher_seed is None else cfg.teacher_seed).eval()
+    incompetent = fresh_copy(model, seed=cfg.teacher_seed_for(inputs.seed)).eval()
     for p in [*competent.parameters(), *incompetent.parameters()]:
         p.requires_grad_(False)
 

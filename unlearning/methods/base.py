@@ -31,6 +31,18 @@ class MethodConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    def effective(self, split: Split, seed: int = 0) -> dict[str, Any]:
+        """Every field as a run on `split` with method seed `seed` uses it: what a tracker should show.
+
+        A config whose `None` means "chosen at run time" says what it chooses in `chosen`, and its method
+        runs with those same values.
+        """
+        return {**self.model_dump(), **self.chosen(split, seed)}
+
+    def chosen(self, split: Split, seed: int) -> dict[str, Any]:
+        """The values picked at run time for fields left unset (none by default)."""
+        return {}
+
 
 class DataAccessError(PermissionError):
     """A method asked for data it did not declare."""

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from torch import nn
 
 from ..config import TrainConfig
+from ..requests import Split
 from ..training import fit
 from .base import MethodConfig, UnlearnInputs, register_method
 
@@ -30,14 +31,19 @@ class FinetuneConfig(MethodConfig):
     weight_decay: float | None = Field(None, ge=0.0)
     batch_size: int = Field(64, ge=1)
 
+    def optimiser_for(self, task: str) -> dict[str, Any]:
+        """optimizer, lr and weight_decay: those set here, else the task's defaults."""
+        defaults = DEFAULTS[task]
+        return {"optimizer": self.optimizer or defaults["optimizer"], "lr": self.lr or defaults["lr"],
+                "weight_decay": defaults["weight_decay"] if self.weight_decay is None else self.weight_decay}
+
+    def chosen(self, split: Split, seed: int) -> dict[str, Any]:
+        return self.optimiser_for(split.dataset.task)
+
 
 @register_method("finetune", config=FinetuneConfig, needs={"retain"}, tasks={"classification", "regression"})
 def finetune(model: nn.Module, inputs: UnlearnInputs, cfg: FinetuneConfig, *, log=None) -> nn.Module:
     """Keep training the original model on the retain set with the task loss."""
-    task = DEFAULTS[inputs.task]
-    recipe = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size,
-                         optimizer=cfg.optimizer or task["optimizer"], lr=cfg.lr or task["lr"],
-                         momentum=cfg.momentum,
-                         weight_decay=task["weight_decay"] if cfg.weight_decay is None else cfg.weight_decay,
-                         seed=inputs.seed)
+    recipe = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, momentum=cfg.momentum,
+                         seed=inputs.seed, **cfg.optimiser_for(inputs.task))
     return fit(model, inputs.retain, recipe, log=log, stage="finetune")

@@ -9,6 +9,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..data import Samples
+from ..requests import Split
 from ..training import autocast, make_optimizer, make_scheduler, optimize, per_sample_loss, task_loss
 from ._common import cycle
 from .base import MethodConfig, UnlearnInputs, register_method
@@ -27,6 +28,13 @@ class NablaTauConfig(MethodConfig):
     max_epochs: int = Field(80, ge=1)  # cap on E, the number of forget epochs (the split sweep's cap)
     val_every: int = Field(5, ge=1)  # recompute ℓ_val every this many forget epochs
     train_mode: bool = False  # official main notebooks: net.eval() (BN running statistics frozen)
+
+    def alpha0_for(self, forget_fraction: float) -> float:
+        """α_0 as set, else (5/3) · forget fraction capped at 1 (the official notebook's rule)."""
+        return self.alpha0 if self.alpha0 is not None else min(1.0, 5.0 / 3.0 * forget_fraction)
+
+    def chosen(self, split: Split, seed: int) -> dict[str, float]:
+        return {"alpha0": self.alpha0_for(split.forget_fraction)}
 
 
 def forget_epochs(n_retain_batches: int, n_forget_batches: int, cap: int) -> int:
@@ -59,7 +67,7 @@ def nabla_tau(model: nn.Module, inputs: UnlearnInputs, cfg: NablaTauConfig, *, l
     forget, retain, val = inputs.forget, inputs.retain, inputs.val
     if len(val) == 0:
         raise ValueError("nabla_tau needs a non-empty validation set (request.val_fraction > 0)")
-    alpha0 = cfg.alpha0 if cfg.alpha0 is not None else min(1.0, 5.0 / 3.0 * inputs.forget_fraction)
+    alpha0 = cfg.alpha0_for(inputs.forget_fraction)
     n_f = -(-len(forget) // cfg.batch_size)
     n_r = -(-len(retain) // cfg.batch_size)
     epochs = forget_epochs(n_r, n_f, cfg.max_epochs)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import Field
 from torch import nn
 
 from ..config import TrainConfig
 from ..models import fresh_copy
+from ..requests import Split
 from ..training import fit
 from .base import MethodConfig, UnlearnInputs, register_method
 
@@ -15,6 +18,11 @@ class RetrainConfig(MethodConfig):
     """The training recipe; `Params` fills it with `params.train` (unless given) so it matches the oracle."""
 
     recipe: TrainConfig = Field(default_factory=TrainConfig)
+
+    def chosen(self, split: Split, seed: int) -> dict[str, Any]:
+        """`augment: None` trains with the dataset's own choice (crop + flip where it makes sense)."""
+        augment = split.dataset.augment if self.recipe.augment is None else self.recipe.augment
+        return {"recipe": {**self.recipe.model_dump(), "augment": augment}}
 
 
 @register_method("retrain", config=RetrainConfig, needs={"retain"},

@@ -76,12 +76,10 @@ class ScrubConfig(MethodConfig):
                 out[key] = value
         return out
 
-    def effective(self, split: Split, seed: int = 0) -> dict[str, object]:
-        """Every field as a run on `split` uses it (what a tracker should show, not the `None`s of 'auto'):
-        the chosen preset and its values, overlaid with the fields that were set. (No field depends on
-        the seed.)"""
+    def chosen(self, split: Split, seed: int) -> dict[str, object]:
+        """The preset 'auto' picks for this forget set and its values, overlaid with the fields that were set."""
         forget_size = len(split.forget_idx)
-        return {**self.model_dump(), **self.resolved(forget_size), "preset": self.preset_for(forget_size)}
+        return {**self.resolved(forget_size), "preset": self.preset_for(forget_size)}
 
 
 def distill_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:

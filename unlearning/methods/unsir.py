@@ -10,6 +10,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from ..data import Samples
+from ..requests import Split
 from ..training import autocast, make_optimizer, task_loss
 from .base import MethodConfig, UnlearnInputs, register_method
 
@@ -42,6 +43,13 @@ class UnsirConfig(MethodConfig):
     # 3 on RGB, 1 on grey images) are used, all noise labelled 0, noise optimised in train mode (BN
     # statistics move), and the noise steps' gradients leak into the first impair step.
     faithful_quirks: bool = False
+
+    def copies(self) -> int:
+        """Copies of each noise image: as set, else the official 20 under faithful_quirks, else 1."""
+        return self.noise_repeats or (20 if self.faithful_quirks else 1)
+
+    def chosen(self, split: Split, seed: int) -> dict[str, int]:
+        return {"noise_repeats": self.copies()}
 
 
 def error_maximising_noise(model: nn.Module, cls: int, shape: tuple[int, ...], cfg: UnsirConfig,
@@ -92,7 +100,7 @@ def unsir(model: nn.Module, inputs: UnlearnInputs, cfg: UnsirConfig, *, log=None
     for p in model.parameters():
         p.requires_grad_(True)
     gen = inputs.generator(2)
-    repeats = cfg.noise_repeats or (20 if cfg.faithful_quirks else 1)
+    repeats = cfg.copies()
     # Quirk: `range(batch[0].size(0))` iterates the channel dimension of one noise image.
     n_used = min(inputs.in_shape[0], cfg.noise_size) if cfg.faithful_quirks else cfg.noise_size
     noise_x, noise_y = [], []
