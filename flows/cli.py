@@ -79,7 +79,6 @@ def cmd_run(args) -> int:
     print(f"pipeline: {total:.1f} s (flow body {out['seconds']:.1f} s); MLflow parent run {out['parent_run_id']}")
     uri = mask_credentials(tracking_uri(root, params))
     import mlflow
-
     exp = mlflow.get_experiment_by_name(params.tracking.experiment)  # the UI's model-training view (not GenAI):
     print(f"tracking: {uri} -> mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000/#/experiments/"
           f"{exp.experiment_id if exp else ''}/runs?workflowType=machine_learning")
@@ -164,7 +163,8 @@ def cmd_methods(args) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     width = max(len(r["name"]) for r in rows)
-    print("\n".join(f"{r['name']:<{width}}  touches {','.join(r['needs']):<22} {r['summary']}" for r in rows))
+    print("\n".join(f"{r['name']:<{width}}  touches {','.join(r['needs']):<22} {r['summary']}"
+                    + "".join(f" [weak on {s} requests: {why}]" for s, why in r["weak_on"].items()) for r in rows))
     return 0
 
 

@@ -26,6 +26,7 @@ def pipeline_results(params: Any, info: SplitRecord, split: Split, base: dict, b
                      skipped: dict[str, str]) -> dict[str, Any]:
     """The run's results dict: means with intervals, the gates, each method's verdict."""
     from unlearning.stats import rate_sizes, summarize
+    from unlearning.steps import weak_methods
     from unlearning.verdicts import overall
 
     sizes = rate_sizes(split)
@@ -40,6 +41,7 @@ def pipeline_results(params: Any, info: SplitRecord, split: Split, base: dict, b
                                             "version": r.get("version")} for m, r in rows.items()},
         "gates": {m: [g.as_dict() for g in gs] for m, gs in gate_rows.items()},
         "verdicts": {m: overall(gs) for m, gs in gate_rows.items()},
+        "weak": weak_methods(list(rows) + list(skipped), split.scenario),
     }
     results["methods"].update({m: {"skipped": reason} for m, reason in skipped.items()})
     if band:

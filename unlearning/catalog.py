@@ -38,6 +38,14 @@ def _strings(node: ast.expr, where: str) -> list[str]:
     raise ValueError(f"{where}: register_method arguments must be literal sets of strings")
 
 
+def _reasons(node: ast.expr, where: str) -> dict[str, str]:
+    """A dict literal of string keys to string values (adjacent string literals are one constant)."""
+    if isinstance(node, ast.Dict) and all(isinstance(n, ast.Constant) and isinstance(n.value, str)
+                                          for n in [*node.keys, *node.values]):
+        return {k.value: v.value for k, v in zip(node.keys, node.values, strict=True)}  # type: ignore[union-attr]
+    raise ValueError(f"{where}: register_method's weak_on must be a literal dict of strings")
+
+
 def _entry(fn: ast.FunctionDef, call: ast.Call, where: str) -> dict[str, Any]:
     if not call.args or not isinstance(call.args[0], ast.Constant):
         raise ValueError(f"{where}: register_method needs the method name as a literal first argument")
@@ -45,7 +53,8 @@ def _entry(fn: ast.FunctionDef, call: ast.Call, where: str) -> dict[str, Any]:
     return {"name": call.args[0].value, "summary": summary(ast.get_docstring(fn)),
             "needs": _strings(kw["needs"], where) or ["none"],
             "scenarios": _strings(kw["scenarios"], where) if "scenarios" in kw else list(DEFAULT_SCENARIOS),
-            "tasks": _strings(kw["tasks"], where) if "tasks" in kw else list(DEFAULT_TASKS)}
+            "tasks": _strings(kw["tasks"], where) if "tasks" in kw else list(DEFAULT_TASKS),
+            "weak_on": _reasons(kw["weak_on"], where) if "weak_on" in kw else {}}
 
 
 def method_catalogue(directory: Path = METHODS_DIR) -> list[dict[str, Any]]:

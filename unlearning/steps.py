@@ -119,5 +119,11 @@ def timing_metrics(time_s: float, reference_s: float | None) -> dict[str, float]
 def describe_methods() -> list[dict[str, Any]]:
     """Name, one-line summary, data touched, scenarios and tasks of every registered method."""
     return [{"name": n, "summary": METHODS.get(n).summary, "needs": sorted(METHODS.get(n).needs) or ["none"],
-             "scenarios": sorted(METHODS.get(n).scenarios), "tasks": sorted(METHODS.get(n).tasks)}
+             "scenarios": sorted(METHODS.get(n).scenarios), "tasks": sorted(METHODS.get(n).tasks),
+             "weak_on": METHODS.get(n).weak_on}
             for n in METHODS.names()]
+
+
+def weak_methods(methods: list[str], scenario: str) -> dict[str, str]:
+    """The listed methods that are weak by design on this scenario, with why (`register_method(weak_on=...)`)."""
+    return {m: METHODS.get(m).weak_on[scenario] for m in methods if m in METHODS and scenario in METHODS.get(m).weak_on}

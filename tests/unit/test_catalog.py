@@ -32,3 +32,26 @@ def test_a_non_literal_registration_is_refused(tmp_path):
                                    'def m(model, inputs, cfg):\n    """Does m."""\n')
     with pytest.raises(ValueError, match="m.py:4: register_method arguments must be literal"):
         method_catalogue(tmp_path)
+
+
+def test_weak_by_design_methods_are_labelled_where_they_are_weak():
+    from unlearning.runner.table import format_table
+    from unlearning.steps import weak_methods
+
+    assert set(weak_methods(["nabla_tau", "scrub"], "class")) == {"nabla_tau"}
+    assert weak_methods(["nabla_tau", "scrub"], "random") == {}
+    row = {"forget/acc": 0.9, "retain/acc": 1.0, "test/acc": 0.95}
+    results = {"request": {"dataset": "digits", "description": "class 3", "forget": 1, "retain": 2, "hash": "h"},
+               "original": row, "methods": {"nabla_tau": row, "scrub": row},
+               "weak": weak_methods(["nabla_tau", "scrub"], "class")}
+    lines = format_table(results).splitlines()
+    assert any(line.startswith("nabla_tau (weak) ") for line in lines)
+    assert any(line.startswith("scrub ") for line in lines)
+    assert any(line.startswith("nabla_tau (weak): weak unlearning by design") for line in lines)
+
+
+def test_weak_on_must_name_a_scenario_the_method_runs_on():
+    from unlearning.methods.base import MethodConfig, register_method
+
+    with pytest.raises(ValueError, match="weak_on names scenarios it does not run on"):
+        register_method("x", config=MethodConfig, needs=set(), scenarios={"class"}, weak_on={"random": "why"})

@@ -26,6 +26,7 @@ from ..steps import (
     timing_metrics,
     train_oracle,
     train_original,
+    weak_methods,
     with_training_seed,
 )
 from ..utils import get_device
@@ -99,7 +100,8 @@ def run_experiment(params: Params, log: LogFn | None = None,
                                        sizes=sizes, mia_key=mia_key)
         for note in results["notes"]:
             emit({"stage": "gates", "note": note})
-    results.update(methods={}, gates={}, verdicts={})
+    results.update(methods={}, gates={}, verdicts={},
+                   weak=weak_methods(list(params.unlearn.methods), split.scenario))
     update(results)
 
     for name in params.unlearn.methods:

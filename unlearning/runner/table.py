@@ -39,7 +39,8 @@ def format_table(results: dict[str, Any]) -> str:
     rows: list[tuple[str, dict[str, Any]]] = [("original", results["original"])]
     if "oracle" in results:
         rows.append(("oracle (retrain)", results["oracle"]))
-    rows += list(results["methods"].items())
+    weak = results.get("weak") or {}
+    rows += [(f"{m} (weak)" if m in weak else m, r) for m, r in results["methods"].items()]
     regression = any(k.endswith("/mae") for k in results["original"])
     columns = REGRESSION_COLUMNS if regression else CLASSIFICATION_COLUMNS
     present = [(k, h) for k, h in columns if any(k in r for _, r in rows)]
@@ -61,6 +62,7 @@ def format_table(results: dict[str, Any]) -> str:
 
     out = [line(header), line(["-" * w for w in widths])] + [line(r) for r in body]
     out += [f"{name}: skipped, {row['skipped']}" for name, row in rows if row.get("skipped")]
+    out += [f"{m} (weak): {why}" for m, why in weak.items()]
     req = results["request"]
     title = (f"{req['dataset']}: forget {req['description']} ({req['forget']} forget / {req['retain']} retain "
              f"samples, request {req['hash']}); speedup = {results.get('speedup_reference', 'oracle')} time / "
