@@ -33,9 +33,6 @@ from .settings import DATA_DIR
 
 SHIPPED_PACKAGE = "unlearning_models"
 REQUIREMENTS = ("mlflow", "torch", "numpy")
-# The raw pixel range of each dataset whose stored uint8 images are rescaled from it: scikit-learn's digits
-# run 0..16 and `unlearning.datasets.digits` stores rint(x * 255 / 16). Every other image set is stored as read.
-RAW_MAX = {"digits": 16.0}
 IMAGE_MAX = 255.0
 EXAMPLE_ROWS = 5
 _SHIPPED_FILES = ("models.py", "registry.py")  # models.py imports only torch and .registry
@@ -53,6 +50,8 @@ def preprocessing(root: Path) -> dict[str, Any]:
     in_shape = [int(d) for d in x.shape[1:]]
     image = None
     if x.dtype == np.uint8:
+        from unlearning.datasets import RAW_MAX  # the range the dataset's loader rescaled from
+
         image = {"raw_max": RAW_MAX.get(meta["name"], IMAGE_MAX), "mean": meta["mean"], "std": meta["std"]}
     return {"dataset": meta["name"], "task": meta["task"], "classes": meta["classes"], "in_shape": in_shape,
             "n_features": math.prod(in_shape), "image": image}

@@ -20,14 +20,13 @@ import time
 from . import _registry as registry
 from .context import StageContext
 from .plots import confusions, write_per_class, write_pngs
-from .records import EvalRecord, ModelRecord, StageRun, UnlearnRecord, read_json, write_json
+from .records import EvalRecord, ModelRecord, StageRun, UnlearnRecord, write_json
 from .settings import (
     CHECKPOINT,
     MODEL_FILE,
     PLOTS_DIR,
     RECORD_FILE,
     metrics_file,
-    registered_model_name,
     stage_dir,
     tracking_uri,
 )
@@ -114,7 +113,6 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
             mlflow.log_artifact(str(path), "plots")
         write_json(metrics_file(root, method), {**metrics, "ci": summary["ci"], "n_seeds": len(runs)})
         write_json(outdir / RUNS_FILE, {"runs": runs})  # per seed: what the gates weigh
-        run.log_metrics(gate_metrics(ctx, method, split, oracle_rec, unlearned.version or ""))
     write_json(outdir / DETAILS_FILE, details)
     record = EvalRecord(method=method, model_version=unlearned.version,
                         checkpoint_sha256=unlearned.checkpoint_sha256,
@@ -123,27 +121,3 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
     StageRun(stage="evaluate", run_id=run.run_id, source="evaluated",
              tracking_uri=tracking_uri(root, params)).write(runs_file)
     return record
-
-
-def gate_metrics(ctx: StageContext, method: str, split: object, oracle_rec: ModelRecord,
-                 version: str) -> dict[str, float]:
-    """The method's gate decisions as numbers for its evaluate run: `gate/<gate>/value|ci_low|ci_high|
-    threshold|verdict` (verdict 1 pass, 0.5 inconclusive, 0 fail) and `gates/passed`, under one name for
-    every method so a comparison of evaluate runs charts them side by side.
-
-    The decision `register_and_promote` makes (its own functions, on the files it reads: this method's
-    metrics and runs.json, the original's metrics, the retrain band); decided with `promote.gates` as they
-    are now, and not re-decided here when only the gates change (register_and_promote is).
-    """
-    from .promote import _band, _gate_metrics, _gate_version
-
-    root, params = ctx.root, ctx.params
-    oracle = None if oracle_rec.skipped else read_json(metrics_file(root, "oracle"))
-    metrics = {k: v for k, v in read_json(metrics_file(root, method)).items() if v is not None}
-    runs = read_json(stage_dir(root, "evaluate", method) / RUNS_FILE)["runs"]
-    results, passed, _ = _gate_version(params, registered_model_name(params), method, version, metrics,
-                                       read_json(metrics_file(root, "base")), _band(root, oracle), split, runs,
-                                       record=False)
-    prefix = f"gate/{method}/"
-    return {"gates/passed": float(passed),
-            **{"gate/" + k.removeprefix(prefix): v for k, v in _gate_metrics(method, results).items()}}

@@ -26,6 +26,7 @@ from .records import (
     EvalRecord,
     ModelRecord,
     PromotionRecord,
+    StageRun,
     UnlearnRecord,
     read_json,
     write_json,
@@ -40,8 +41,8 @@ from .settings import (
     registered_model_name,
     stage_dir,
 )
-from .summary_metrics import write_summary
-from .tracking import flatten, setup_mlflow, stage_run
+from .summary_metrics import VERDICT_CODE, write_summary
+from .tracking import RunInfo, flatten, setup_mlflow, stage_run
 
 if TYPE_CHECKING:
     from unlearning.verdicts import GateVerdict
@@ -105,14 +106,26 @@ def _band(root: Any, oracle: dict | None) -> list[dict] | None:
 def _gate_metrics(method: str, results: list[GateVerdict]) -> dict[str, float]:
     """Each gate's decision as numbers: value, interval, threshold (points) and verdict (1 pass, 0.5
     inconclusive, 0 fail), so MLflow can chart and compare them as well as read the tags."""
-    code = {"pass": 1.0, "inconclusive": 0.5, "fail": 0.0}
     out: dict[str, float] = {}
     for g in results:
         key = f"gate/{method}/{g.name}"
         values = {"value": g.value, "ci_low": g.ci[0], "ci_high": g.ci[1], "threshold": g.threshold}
         out.update({f"{key}/{k}": float(v) for k, v in values.items() if math.isfinite(v)})
-        out[f"{key}/verdict"] = code[g.verdict]
+        out[f"{key}/verdict"] = VERDICT_CODE[g.verdict]
     return out
+
+
+def _log_on_evaluate_run(root: Any, method: str, passed: bool, results: list[GateVerdict]) -> None:
+    """The method's gates, as decided now, on the evaluate run that measured it (also when this run kept that
+    stage unchanged): `gate/<gate>/...` and `gates/passed`, one name for every method, so a comparison of
+    evaluate runs charts them side by side."""
+    path = StageRun.path(root, "evaluate", method)
+    last = StageRun.read(path) if path.exists() else None
+    run_id = last and (last.run_id or last.reused_from)
+    if run_id:
+        prefix = f"gate/{method}/"
+        RunInfo(run_id, "").log_metrics({"gates/passed": float(passed), **{
+            "gate/" + k.removeprefix(prefix): v for k, v in _gate_metrics(method, results).items()}})
 
 
 def register_and_promote(ctx: StageContext) -> PromotionRecord:
@@ -163,6 +176,7 @@ def register_and_promote(ctx: StageContext) -> PromotionRecord:
             rows[method] = {**metrics, "version": version}
             gate_rows[method] = results
             mlflow.log_metrics({f"gates_passed/{method}": float(ok), **_gate_metrics(method, results)})
+            _log_on_evaluate_run(root, method, ok, results)
 
         ledger = Ledger(root, params)
         previous = registry.alias_version(name, "production")

@@ -261,11 +261,9 @@ def stage_run(root: Path, params: Any, stage: str, *, run_name: str, parent_run_
 
 def method_params(method: str, cfg: Any, split: Any, seed: int) -> dict[str, str]:
     """`method` and its effective hyperparameters (`<method>.<key>`) as MLflow params, so a comparison
-    can label and colour runs by method. A config whose defaults mean "chosen at run time" (None) says
-    what a run on `split` with `seed` uses through `effective(split, seed)`; any other config is what it
-    says (the library's configs, so the library need not know about MLflow)."""
-    effective = cfg.effective(split, seed) if hasattr(cfg, "effective") else cfg.model_dump()
-    return {"method": method, **flatten(effective, f"{method}.")}
+    can label and colour runs by method: the values a run on `split` with `seed` uses, not the `None`s of
+    settings chosen at run time (`MethodConfig.effective`)."""
+    return {"method": method, **flatten(cfg.effective(split, seed), f"{method}.")}
 
 
 SUMMARY_METRICS = ("forget/acc", "retain/acc", "test/acc")

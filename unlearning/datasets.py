@@ -59,13 +59,18 @@ def _stratified_split(y: np.ndarray, test_fraction: float, seed: int) -> tuple[n
 
 # --------------------------------------------------------------------------- embedded (scikit-learn)
 
+# The raw value range of a set whose images are rescaled to uint8 when loaded (scikit-learn's digits run
+# 0..16); every other image set is stored as read (0..255). A served model maps raw inputs the same way.
+RAW_MAX = {"digits": 16.0}
+
+
 @register_dataset("digits")
 def digits(root: object = None, download: bool = False, task: str = "classification") -> Dataset:
     """scikit-learn digits: 1,797 8x8 grey images, 10 classes; a fixed stratified 80/20 split (seed 0)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    images = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[:, None]  # [N,1,8,8]
+    images = np.clip(np.rint(bunch.images * (255.0 / RAW_MAX["digits"])), 0, 255).astype(np.uint8)[:, None]  # [N,1,8,8]
     tr, te = _stratified_split(bunch.target, 0.2, seed=0)
     x = torch.from_numpy(images)
     y = torch.from_numpy(bunch.target.astype(np.int64))

@@ -101,7 +101,10 @@ def parse_params(raw: dict[str, Any], overrides: list[str] | None = None, *, met
     `Params` with every method's settings typed; `methods=False`: `CoreParams` (no torch import).
     """
     data = apply_overrides(raw, overrides or [])
-    model: Any = __getattr__("Params") if methods else CoreParams
+    if methods:
+        from .typed_params import Params as model  # imports torch and every method
+    else:
+        model = CoreParams
     try:
         return model.model_validate(data)
     except ValidationError as err:
