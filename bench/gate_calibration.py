@@ -8,6 +8,9 @@ over the trials, and which gates refused or passed; `--out` keeps every verdict 
 
     python bench/gate_calibration.py --trials 20 --request class --out outputs/bench/gates-class.json
     python bench/gate_calibration.py --trials 20 --request random --out outputs/bench/gates-random.json
+
+Seeds follow from the trial index: the membership gate's clip was chosen on trials 0-29 of random 10 %,
+so its validation uses `--first-trial 100` (fresh seeds).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from scipy.stats import beta  # noqa: E402
 
+from unlearning.metrics.membership import band_reference  # noqa: E402
 from unlearning.params import load_params  # noqa: E402
 from unlearning.stats import rate_sizes  # noqa: E402
 from unlearning.steps import (  # noqa: E402
@@ -52,12 +56,15 @@ def trial(params, split, sizes, i: int, n_oracles: int) -> dict[str, dict]:
     oracles = [train_oracle(with_training_seed(params, 20_000 + n_oracles * i + k), split)[0] for k in range(n_oracles)]
     fresh, _ = train_oracle(with_training_seed(params, 30_000 + i), split)
     finetuned = run_method(params, "finetune", base, split, seed=i).model
+    membership = band_reference(oracles, split)
 
     def runs(model) -> list[dict]:
-        return [{"training_seed": base_seed, "seed": i, **evaluate_model(params, model, split, seed=i)}]
+        return [{"training_seed": base_seed, "seed": i,
+                 **evaluate_model(params, model, split, seed=i, membership=membership)}]
 
     base_runs = runs(base)
-    oracle_runs = [{"training_seed": 20_000 + k, **evaluate_model(params, o, split, seed=i)} for k, o in enumerate(oracles)]
+    oracle_runs = [{"training_seed": 20_000 + k, **evaluate_model(params, o, split, seed=i, membership=membership,
+                                                                  band_member=k)} for k, o in enumerate(oracles)]
     mia_key = f"mia/entropy_{params.evaluate.mia_classifier}"
     out = {}
     for name, model in (("retrain", fresh), ("original", base), ("finetune", finetuned)):
@@ -75,6 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--oracles", type=int, default=3, help="retrained models per trial (the band)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--first-trial", type=int, default=0,
+                        help="index of the first trial: its seeds follow from it, so a later batch draws fresh ones")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -84,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = rate_sizes(split)
     t0, trials = time.perf_counter(), []
     for i in range(args.trials):
-        trials.append(trial(params, split, sizes, i, args.oracles))
+        trials.append(trial(params, split, sizes, args.first_trial + i, args.oracles))
         done = i + 1
         eta = (time.perf_counter() - t0) / done * (args.trials - done)
         print(f"trial {done}/{args.trials}: " + ", ".join(f"{k} {v['verdict']}" for k, v in trials[-1].items())

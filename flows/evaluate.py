@@ -23,6 +23,7 @@ from .plots import confusions, write_per_class, write_pngs
 from .records import EvalRecord, ModelRecord, StageRun, UnlearnRecord, write_json
 from .settings import (
     CHECKPOINT,
+    MEMBERSHIP_FILE,
     MODEL_FILE,
     PLOTS_DIR,
     RECORD_FILE,
@@ -41,6 +42,7 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
     import mlflow
     from mlflow.entities import Metric, Param
 
+    from unlearning.metrics.membership import MembershipReference
     from unlearning.metrics.report import EVAL_CPU_THREADS
     from unlearning.report import model_details
     from unlearning.stats import ci_metrics, rate_sizes, summarize
@@ -73,6 +75,8 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
 
     original = load(base_rec, "base")
     oracle = None if oracle_rec.skipped else load(oracle_rec, "oracle")
+    band_file = stage_dir(root, "oracle") / MEMBERSHIP_FILE
+    membership = MembershipReference.load(band_file) if oracle is not None and band_file.exists() else None
     model = load(unlearned, "unlearn", method)
 
     seed = params.evaluate.seeds[0]
@@ -82,13 +86,15 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
                    tags=tags) as run:
         # Speedup over retraining: the oracle's training time (measured when it was trained, also when reused).
         reference = oracle_rec.time_s if oracle is not None else base_rec.time_s
-        runs = [{"seed": seed, **evaluate_model(params, model, split, original=original, oracle=oracle, seed=seed),
+        runs = [{"seed": seed, **evaluate_model(params, model, split, original=original, oracle=oracle, seed=seed,
+                                             membership=membership),
                  **timing_metrics(float(unlearned.time_s or 0.0), reference)}]
         for other in unlearned.seed_runs:  # the other unlearning seeds' models (flows.unlearn)
             seeded = load(UnlearnRecord(method=method, checkpoint_sha256=other["checkpoint_sha256"]),
                           "unlearn", method, file=f"seed-{other['seed']}.pt")
             runs.append({"seed": other["seed"], **evaluate_model(params, seeded, split, original=original,
-                                                                 oracle=oracle, seed=other["seed"]),
+                                                                 oracle=oracle, seed=other["seed"],
+                                                                 membership=membership),
                          **timing_metrics(float(other["time_s"]), reference)})
         summary = summarize(runs, rate_sizes(split))
         metrics = {k: float(v) for k, v in summary.items() if k not in ("ci", "n_seeds")}

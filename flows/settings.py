@@ -44,6 +44,7 @@ RECORD_FILE = "record.json"  # unlearn / evaluate outputs: the typed record of t
 MODEL_FILE = "model.json"
 RUNS_DIR = "outputs/runs"
 CHECKPOINT = "model.pt"
+MEMBERSHIP_FILE = "membership.npz"  # outputs/oracle/: the retrains' per-sample log-odds (metrics.membership)
 
 
 def quiet_env() -> None:

@@ -24,6 +24,7 @@ from .context import StageContext
 from .records import ModelRecord, SplitRecord, StageRun, read_json, write_json
 from .settings import (
     CHECKPOINT,
+    MEMBERSHIP_FILE,
     MODEL_FILE,
     RUNS_DIR,
     metrics_file,
@@ -67,7 +68,34 @@ def retrain_oracle(ctx: StageContext) -> ModelRecord:
             band.append({"training_seed": seed, **_train_model(ctx, "oracle", band_seed=seed)})
         _log_band(ctx, band)
     write_json(metrics_file(ctx.root, "oracle_band"), {"runs": band})
+    _write_membership(ctx, [] if record.skipped else band_seeds(ctx.params))
     return record
+
+
+def _write_membership(ctx: StageContext, seeds: list[int]) -> None:
+    """outputs/oracle/membership.npz: the band's per-sample log-odds that each method's paired membership
+    shift is measured against (`unlearning.metrics.membership`); none with fewer than two retrains."""
+    import os
+
+    from unlearning.metrics.membership import MembershipReference, band_reference
+    from unlearning.models import load_checkpoint
+
+    from .version_data import load_split
+
+    folder = stage_dir(ctx.root, "oracle")
+    path = folder / MEMBERSHIP_FILE
+    ckpts = [folder / CHECKPOINT, *(folder / f"band-{s}" / CHECKPOINT for s in seeds)]
+    split, _ = load_split(ctx.root)
+    reference = band_reference([load_checkpoint(c) for c in ckpts], split) if len(ckpts) >= 2 else None
+    if reference is None:
+        path.unlink(missing_ok=True)
+        return
+    if path.exists() and MembershipReference.load(path) == reference:
+        return  # an npz stamps the time into its zip entries: rewriting equal arrays would change the DVC out
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "wb") as f:
+        reference.save(f)
+    os.replace(tmp, path)
 
 
 def band_seeds(params: Any) -> list[int]:

@@ -181,7 +181,8 @@ class EvaluateConfig(Section):
 class Gates(Section):
     """Promotion gates in accuracy points (0-100); `null` switches a gate off. The one set of defaults.
 
-    With an oracle: forget_acc_vs_oracle, mia_vs_oracle, retain_acc_drop, test_acc_drop. Without one
+    With an oracle: forget_acc_vs_oracle, mia_vs_oracle, retain_acc_drop, test_acc_drop, and on sample
+    requests membership_vs_oracle (needs two or more retrains: evaluate.training_seeds). Without one
     (evaluate.oracle: false) the oracle-free gates replace the oracle ones: forget_acc_max and mia_max
     (class / subclass requests), forget_acc_vs_test (sample requests: forgotten samples look unseen).
     Oracle-free defaults measured on digits/mlp, class 3: the oracle has forget acc 0 and entropy MIA
@@ -190,6 +191,9 @@ class Gates(Section):
 
     forget_acc_vs_oracle: float | None = Field(2.0, ge=0.0)  # |forget acc - oracle forget acc|
     mia_vs_oracle: float | None = Field(5.0, ge=0.0)  # |entropy MIA - oracle entropy MIA|
+    # Sample requests (random, ids), in clipped log-odds, not points: |paired membership shift - retrains'|
+    # (unlearning.metrics.membership). On digits random 10 % the original's shift is ~0.28, a retrain's ~0.
+    membership_vs_oracle: float | None = Field(0.1, ge=0.0)
     retain_acc_drop: float | None = Field(2.0, ge=0.0)  # original retain acc - retain acc
     test_acc_drop: float | None = Field(2.0, ge=0.0)  # original test acc - test acc (kept classes)
     forget_acc_max: float | None = Field(5.0, ge=0.0)  # oracle-free, class requests: forget acc

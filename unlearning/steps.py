@@ -97,11 +97,14 @@ def run_method(params: Params, name: str, original: nn.Module, split: Split, see
 
 
 def evaluate_model(params: Params, model: nn.Module, split: Split, original: nn.Module | None = None,
-                   oracle: nn.Module | None = None, seed: int = 0) -> dict[str, float]:
-    """All metrics of `model` (against the original and the oracle where given)."""
+                   oracle: nn.Module | None = None, seed: int = 0, membership: Any = None,
+                   band_member: int | None = None) -> dict[str, float]:
+    """All metrics of `model` (against the original, the oracle and the band's membership reference where
+    given: `unlearning.metrics.membership`)."""
     from .metrics import evaluate
 
-    return evaluate(model, split, original=original, oracle=oracle, cfg=params.evaluate, seed=seed)
+    return evaluate(model, split, original=original, oracle=oracle, cfg=params.evaluate, seed=seed,
+                    membership=membership, band_member=band_member)
 
 
 def timing_metrics(time_s: float, reference_s: float | None) -> dict[str, float]:

@@ -27,6 +27,11 @@ The rule, in points, for a gated quantity x (a rate: forget acc, MIA member rate
 For one model on one base (what the pipeline gates) σ equals τ, so the rule is: pass within 2.5 τ,
 fail beyond 2.5 τ + 1.96 τ, inconclusive between.
 
+On sample requests (random, ids) the rates above cannot see whether a model still holds the forget set:
+one model's rates vary more than the original's lead over retraining. There `membership_vs_oracle`
+holds the paired membership shift (`metrics.membership`: each forget sample against itself under the
+retrains, in clipped log-odds, not points) to the same rule, with τ measured from the retrains per sample.
+
 Measured rates of the rule (bench/gate_calibration.py, digits, 20 trials each) are in the README.
 """
 
@@ -48,6 +53,13 @@ Z_CI = 1.96  # the reported 95 % interval of a difference
 NOISY = 1.5  # a method whose uncertainty exceeds this many times retraining's is inconclusive, not passed
 VERDICTS = ("pass", "fail", "inconclusive")
 FORGET_SET_GATES = ("forget_acc_vs_oracle", "mia_vs_oracle", "forget_acc_vs_test")
+SAMPLE_SCENARIOS = ("random", "ids")  # the forget set is drawn like the retain set: membership is per sample
+LOG_ODDS_GATES = ("membership_vs_oracle",)  # measured in log-odds; every other gate in points
+
+
+def gate_digits(name: str) -> int:
+    """Decimals to show a gate's value with: log-odds gates live around 0.1, points around 1-10."""
+    return 2 if name in LOG_ODDS_GATES else 1
 
 
 @dataclass(frozen=True)
@@ -199,6 +211,8 @@ def decide_gates(method: Sequence[Mapping[str, Any]], base: Sequence[Mapping[str
     if oracle:
         gate("forget_acc_vs_oracle", "forget/acc", "vs_oracle", "|forget acc - retrain|")
         gate("mia_vs_oracle", mia_key, "vs_oracle", "|MIA - retrain|")
+        if scenario in SAMPLE_SCENARIOS and "membership_vs_oracle" in limits:
+            out.append(_membership_gate(method, float(limits["membership_vs_oracle"])))
     elif scenario in ("class", "subclass"):
         gate("forget_acc_max", "forget/acc", "max", "forget acc")
         gate("mia_max", mia_key, "max", "MIA member rate")
@@ -207,6 +221,27 @@ def decide_gates(method: Sequence[Mapping[str, Any]], base: Sequence[Mapping[str
     gate("retain_acc_drop", "retain/acc", "drop", "retain acc drop")
     gate("test_acc_drop", test_key, "drop", "test acc drop")
     return out
+
+
+def _membership_gate(method: Sequence[Mapping[str, Any]], limit: float) -> GateVerdict:
+    """The paired membership shift against the band (log-odds): d is the method's mean shift (a retrain's is
+    ~0); τ_1, the band's noise for one model, is s·√(1 + 1/K), so a method on I bases lands within
+    s·√(1/I + 1/K); its own uncertainty is measured like the rates' (`_method_variance`)."""
+    name, what = "membership_vs_oracle", "|membership shift - retrain|"
+    shifts, taus = _values(method, "membership/shift"), _values(method, "membership/tau")
+    if not shifts or not taus:
+        return GateVerdict(name, math.nan, (math.nan, math.nan), limit, limit, "inconclusive",
+                           f"{what}: no membership/shift (it needs two or more retrains: evaluate.training_seeds)")
+    tau1 = statistics.fmean(taus)
+    k = statistics.fmean(_values(method, "membership/k") or [2.0])  # retrains in the band
+    s2 = tau1 ** 2 * k / (k + 1)  # one model's own variance: τ_1² = s²(1 + 1/K)
+    bases = max(len(per_training_seed(method, "membership/shift")), 1)
+    tau = math.sqrt(s2 / bases + s2 / k)
+    sigma = math.sqrt(_method_variance(method, "membership/shift", math.sqrt(s2), 0.0) + s2 / k)
+    d = statistics.fmean(shifts)
+    threshold = max(limit, Z_RETRAIN * tau)
+    note = f"; limit {limit:g} < retrain spread" if Z_RETRAIN * tau > limit else ""
+    return _decide(name, d, sigma, tau, limit, threshold, True, what, note)
 
 
 def noise_notes(base: Sequence[Mapping[str, Any]], oracle: Sequence[Mapping[str, Any]], gates: Gates, *,
@@ -224,6 +259,7 @@ def noise_notes(base: Sequence[Mapping[str, Any]], oracle: Sequence[Mapping[str,
     out = []
     for v in decide_gates([like], base, oracle, gates, scenario=scenario, sizes=sizes, mia_key=mia_key):
         if v.threshold > v.limit + 1e-9 and math.isfinite(v.threshold):
-            out.append(f"{v.name}: limit {v.limit:g} points is finer than retraining's own spread on this data "
+            unit = "log-odds" if v.name in LOG_ODDS_GATES else "points"
+            out.append(f"{v.name}: limit {v.limit:g} {unit} is finer than retraining's own spread on this data "
                        f"(a retrained model lands within {v.threshold:.1f}); models are held to that instead")
     return out

@@ -84,7 +84,7 @@ def test_oracle_free_gates_replace_the_oracle_gates():
 
 
 def test_missing_metric_is_inconclusive_and_unknown_gates_are_refused_at_load():
-    only = Gates(forget_acc_vs_oracle=None, mia_vs_oracle=None, retain_acc_drop=None)
+    only = Gates(forget_acc_vs_oracle=None, mia_vs_oracle=None, retain_acc_drop=None, membership_vs_oracle=None)
     g = decide_gates([{"retain/acc": 0.99}], BASE, ORACLES, only, scenario="ids", sizes=SIZES)
     assert len(g) == 1 and g[0].verdict == "inconclusive" and "missing" in g[0].reason
     with pytest.raises(ValueError, match="nope"):

@@ -6,7 +6,8 @@ Keys (classification; accuracies are fractions in [0, 1]):
     mia/entropy_lr (or mia/entropy_svc), mia/loss_cv, mia/entropy_cv, mia/threshold_acc,
     mia/threshold_auc, mia/threshold_tpr_at_1fpr, mia/efficacy; zrf;
     with an oracle: oracle/act_dist, oracle/js, oracle/js_textbook, oracle/kl, oracle/kl_test,
-    oracle/weight_dist, oracle/avg_gap; with an oracle and the original (and `cfg.ain`): ain.
+    oracle/weight_dist, oracle/avg_gap; with an oracle and the original (and `cfg.ain`): ain;
+    with a band of retrains (`membership`): membership/shift, membership/tau (`membership.py`).
 Regression: */mae instead of */acc; mia/regression_svc, mia/loss_cv, mia/threshold_* on L1 loss;
     oracle/w1, oracle/weight_dist; ain. No zrf (it is defined on class probabilities).
 nan values: an MIA on a set too small to fit (fewer than 10 forget samples for the *_cv attacks) or a
@@ -43,6 +44,7 @@ from .distances import (
     wasserstein,
     weight_distance,
 )
+from .membership import MembershipReference, log_odds, membership_shift
 from .mia import efficacy, mia_metrics
 from .outputs import eval_sets, forget_eval, model_outputs, outputs
 from .signals import signals
@@ -100,7 +102,8 @@ def _gap_reference(o_outs: Mapping[str, Tensor], sets: Mapping[str, Samples], se
 
 def evaluate(model: nn.Module, split: Split, *, original: nn.Module | None = None,
              oracle: nn.Module | None = None, cfg: EvaluateConfig | None = None,
-             seed: int = 0) -> dict[str, float]:
+             seed: int = 0, membership: MembershipReference | None = None,
+             band_member: int | None = None) -> dict[str, float]:
     """Score one model on a forget request: utility, MIAs, ZRF, distances to the oracle and AIN.
 
     Everything runs in eval mode under no_grad on the model's device (AIN relearns copies). See the module
@@ -113,6 +116,8 @@ def evaluate(model: nn.Module, split: Split, *, original: nn.Module | None = Non
         oracle: the model retrained on the retain set (the gold standard).
         cfg: the evaluate section (MIA classifier, AIN switch and cap); defaults when None.
         seed: seed of the MIA subsamples and of AIN's batch order.
+        membership: the retrained models' per-sample log-odds (`membership.band_reference`), for the
+            paired membership shift; `band_member` is the model's row there when it is one of them.
 
     Returns:
         Flat metric names mapped to plain floats.
@@ -121,6 +126,11 @@ def evaluate(model: nn.Module, split: Split, *, original: nn.Module | None = Non
     device = model_device(model)
     with cpu_threads(EVAL_CPU_THREADS, device):
         metrics = _scores(model, split, original, oracle, cfg, seed, device)
+        if membership is not None and split.dataset.task != "regression":
+            sets = eval_sets(split, device)
+            outs = model_outputs(model, split, sets, device)
+            metrics.update(membership_shift(membership, log_odds(outs["forget"], sets["forget"].y),
+                                            log_odds(outs["test"], sets["test"].y), leave_out=band_member))
     return {k: float(v) for k, v in metrics.items()}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from ..verdicts import LOG_ODDS_GATES, VERDICTS, gate_digits
 from .results import Model, gates, interval, is_regression, models, number, request, skipped, value, verdict
 from .svg import esc, mix
 
@@ -19,7 +20,7 @@ REGRESSION_COLUMNS = (
     ("forget_test/mae", "forget-test MAE"), ("mia/regression_svc", "MIA"), ("oracle/w1", "W1 to oracle"),
     ("ain", "AIN"), ("time/s", "time (s)"), ("speedup", "speedup"),
 )
-VERDICTS = ("pass", "fail", "inconclusive")
+
 HEAT_RAMP = ("#f7fbff", "#9ecae1", "#2171b5", "#08306b")  # accuracy 0 -> 1, light to dark
 
 
@@ -45,9 +46,9 @@ def metric_cell(metrics: Mapping[str, Any], key: str) -> str:
     return f'<td class="num" title="{esc(tip)}">{fmt(key, v)}<span class="pm">± {fmt(key, half).rstrip("×")}</span></td>'
 
 
-def _points(v: Any) -> str:
+def _points(v: Any, digits: int = 1) -> str:
     n = number(v)
-    return "?" if n is None else f"{n:.1f}"
+    return "?" if n is None else f"{n:.{digits}f}"
 
 
 def gate_cell(gate: Mapping[str, Any] | None) -> str:
@@ -56,9 +57,11 @@ def gate_cell(gate: Mapping[str, Any] | None) -> str:
         return '<td class="gate none">–</td>'
     word = str(gate.get("verdict") or "unknown")
     ci = gate.get("ci")
-    span = f" [{_points(ci[0])}, {_points(ci[1])}]" if isinstance(ci, list) and len(ci) == 2 else ""
-    value, limit = f"{_points(gate.get('value'))}{span}", f"limit {_points(gate.get('limit'))}"
-    tip = f"{gate.get('reason') or word} ({value}, {limit}; points)"
+    name = str(gate.get("name") or "")
+    digits, unit = gate_digits(name), "log-odds" if name in LOG_ODDS_GATES else "points"
+    span = f" [{_points(ci[0], digits)}, {_points(ci[1], digits)}]" if isinstance(ci, list) and len(ci) == 2 else ""
+    value, limit = f"{_points(gate.get('value'), digits)}{span}", f"limit {_points(gate.get('limit'), digits)}"
+    tip = f"{gate.get('reason') or word} ({value}, {limit}; {unit})"
     cls = word if word in VERDICTS else "unknown"
     return (f'<td class="gate {cls}" title="{esc(tip)}"><b>{esc(word)}</b><small>{esc(value)}</small>'
             f"<small>{esc(limit)}</small></td>")

@@ -14,6 +14,7 @@ from typing import Any
 from torch import nn
 
 from ..methods import unsupported_reason
+from ..metrics.membership import band_reference
 from ..params import Params
 from ..report import model_details
 from ..requests import Split
@@ -81,15 +82,23 @@ def run_experiment(params: Params, log: LogFn | None = None,
         if params.evaluate.oracle:
             oracles[t], t_oracle = train_oracle(p, split, log=log)
             step()
-        reference[t] = t_oracle if params.evaluate.oracle else t_base
+        reference[t] = (t_oracle if params.evaluate.oracle else t_base, t_base)
+    # The retrains' per-sample outputs: what the paired membership shift of every model is measured against.
+    band = [oracles[t] for t in seeds if oracles[t] is not None]
+    membership = band_reference(band, split)
+    for i, t in enumerate(seeds):
+        t_ref, t_base = reference[t]
         emit({"stage": "evaluate", "model": "original", "training_seed": t})
         base_runs.append({"training_seed": t, **_evaluated(params, bases[t], split, original=bases[t],
-                                                            oracle=oracles[t]), "time/s": t_base})
+                                                            oracle=oracles[t], membership=membership),
+                          "time/s": t_base})
         if oracles[t] is not None:
             emit({"stage": "evaluate", "model": "oracle", "training_seed": t})
             oracle_runs.append({"training_seed": t, **_evaluated(params, oracles[t], split, original=bases[t],
-                                                                  oracle=oracles[t]),
-                                **timing_metrics(t_oracle, t_oracle)})
+                                                                  oracle=oracles[t], membership=membership,
+                                                                  band_member=i),
+                                **timing_metrics(t_ref, t_ref)})
+        reference[t] = t_ref
     first = seeds[0]  # the report's distributions and heatmap show the first training seed's models
     results["details"] = {"original": model_details(bases[first], split)}
     results["original"] = {**summarize(base_runs, sizes), "runs": base_runs}
@@ -119,7 +128,8 @@ def run_experiment(params: Params, log: LogFn | None = None,
                 emit({"stage": "unlearn", "method": name, "training_seed": t, "seed": seed})
                 res = run_method(params, name, bases[t], split, seed=seed, log=log)
                 emit({"stage": "evaluate", "model": name, "training_seed": t, "seed": seed})
-                metrics = _evaluated(params, res.model, split, original=bases[t], oracle=oracles[t], seed=seed)
+                metrics = _evaluated(params, res.model, split, original=bases[t], oracle=oracles[t], seed=seed,
+                                     membership=membership)
                 runs.append({"training_seed": t, "seed": seed, **metrics,
                              **timing_metrics(res.time_s, reference[t])})
                 if len(runs) == 1:

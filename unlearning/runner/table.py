@@ -6,11 +6,13 @@ import math
 from typing import Any
 
 from ..stats import half_width
+from ..verdicts import gate_digits
 
 CLASSIFICATION_COLUMNS = [
     ("forget/acc", "forget"), ("retain/acc", "retain"), ("test/acc", "test"),
     ("forget_test/acc", "fgt-test"), ("mia/entropy_lr", "MIA-ent"), ("mia/entropy_svc", "MIA-ent"),
-    ("mia/loss_cv", "MIA-loss"), ("mia/efficacy", "MIA-eff"), ("zrf", "ZRF"), ("oracle/js", "JS-orc"),
+    ("mia/loss_cv", "MIA-loss"), ("mia/efficacy", "MIA-eff"), ("membership/shift", "mem-shift"), ("zrf", "ZRF"),
+    ("oracle/js", "JS-orc"),
     ("oracle/avg_gap", "gap"), ("ain", "AIN"), ("time/s", "time s"), ("speedup", "speedup"),
 ]
 REGRESSION_COLUMNS = [
@@ -90,7 +92,8 @@ def format_gates(results: dict[str, Any]) -> str:
             g = by.get(n)
             value = g["value"] if g else None
             shown = "-" if g is None else (g["verdict"] if not isinstance(value, int | float) or math.isnan(value)
-                                           else f"{g['verdict']} {value:+.1f}/{g['threshold']:.1f}")
+                                           else f"{g['verdict']} {value:+.{gate_digits(n)}f}/"
+                                                f"{g['threshold']:.{gate_digits(n)}f}")
             cells.append(shown)
         cells.append(str(results.get("verdicts", {}).get(method, "-")).upper())
         body.append(cells)
@@ -98,6 +101,6 @@ def format_gates(results: dict[str, Any]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in [header] + body]
     lines.insert(1, "  ".join("-" * w for w in widths))
     notes = ["value/threshold: the difference to the retrains' mean (or the drop) against the larger of the "
-             "limit and where 99 % of retrains land"]
+             "limit and where 99 % of retrains land; membership_vs_oracle in log-odds"]
     notes += [f"note: {n}" for n in results.get("notes", [])]
     return "\n".join(lines + notes)
