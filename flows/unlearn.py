@@ -23,7 +23,7 @@ from .faults import crash_point
 from .records import ModelRecord, SplitRecord, StageRun, UnlearnRecord
 from .settings import CHECKPOINT, MODEL_FILE, RECORD_FILE, registered_model_name, stage_dir, tracking_uri
 from .tracking import git_commit, method_params, setup_mlflow, stage_run
-from .unlearn_seed import seed_dir
+from .unlearn_seed import keep_seed_dir
 
 
 def unlearn_key(base_sha256: str, info: SplitRecord, method: str, cfg: Any, seed: int) -> str:
@@ -46,9 +46,7 @@ def _touched(tag: str | None) -> list[str]:
 def unlearn(ctx: StageContext, method: str) -> UnlearnRecord:
     """Unlearn the request from the base model with `method` (or reuse the version made so before)."""
     record = _registered(ctx, method)
-    # The folder of this method's other seeds (flows.unlearn_seed) is a dependency of its evaluate stage:
-    # it exists, empty, when there are none.
-    seed_dir(ctx.root, method).mkdir(parents=True, exist_ok=True)
+    keep_seed_dir(ctx.root, method)
     return record
 
 

@@ -28,6 +28,20 @@ def seed_dir(root: Path, method: str, seed: int | None = None) -> Path:
     return folder if seed is None else folder / f"seed-{seed}"
 
 
+def keep_seed_dir(root: Path, method: str) -> Path:
+    """Write `outputs/unlearn_seed/<method>/README` (an output of `unlearn@<method>`).
+
+    The folder is a dependency of `evaluate@<method>`, also with no other seed: DVC restores outputs in a
+    fresh checkout (`dvc exp run --temp`), never an empty folder, and a missing dependency fails the stage.
+    """
+    path = seed_dir(root, method) / "README"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"Models of {method}'s other unlearning seeds (evaluate.more_seeds), one folder per seed, made by "
+                    f"the stages unlearn_seed@{method}-<seed>.\nThis file keeps the folder, a dependency of "
+                    f"evaluate@{method}, in every checkout.\n")
+    return path
+
+
 def prune_stale(root: Path, method: str, seeds: list[int]) -> None:
     """Remove the models of seeds no longer in `evaluate.more_seeds` (DVC never deletes a dropped stage's
     outputs), so they are neither scored nor part of the evaluate stage's dependency."""
