@@ -1,8 +1,9 @@
 """Stage `evaluate[method]`: every metric of one unlearned model, against the base model and the oracle.
 
-With several `evaluate.seeds`, the models of the other unlearning seeds (flows.unlearn) are scored too: the
-metrics are means over seeds with 95 % intervals (`ci`; `<metric>/ci_low|ci_high` in MLflow), and
-`runs.json` keeps each seed's metrics for the gates; one model gets bootstrap intervals over its samples.
+With `evaluate.more_seeds`, the models of those unlearning seeds (flows.unlearn_seed, one stage each) are
+scored too: the metrics are means over seeds with 95 % intervals (`ci`; `<metric>/ci_low|ci_high` in MLflow),
+and `runs.json` keeps each seed's metrics for the gates; one model gets bootstrap intervals over its samples.
+Models of seeds no longer listed are deleted first, never scored.
 
 Writes `outputs/metrics/<method>.json` (all metrics; the DVC metrics are the run's summary, flows.summary_metrics),
 `outputs/plots/<method>.csv` and `.png` (per-class test accuracy of base, oracle and unlearned model: the DVC
@@ -20,7 +21,7 @@ import time
 from . import _registry as registry
 from .context import StageContext
 from .plots import confusions, write_per_class, write_pngs
-from .records import EvalRecord, ModelRecord, StageRun, UnlearnRecord, write_json
+from .records import EvalRecord, ModelRecord, SeedRecord, StageRun, UnlearnRecord, write_json
 from .settings import (
     CHECKPOINT,
     MEMBERSHIP_FILE,
@@ -32,6 +33,7 @@ from .settings import (
     tracking_uri,
 )
 from .tracking import flatten, method_params, stage_run
+from .unlearn_seed import prune_stale, seed_dir
 
 RUNS_FILE = "runs.json"  # outputs/evaluate/<method>/: one metric dict per unlearning seed
 DETAILS_FILE = "details.json"  # outputs/evaluate/<method>/: the report data of the registered model
@@ -59,6 +61,7 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
     outdir.mkdir(parents=True, exist_ok=True)
     csv_path = root / PLOTS_DIR / f"{method}.csv"
     runs_file = StageRun.path(root, "evaluate", method)
+    prune_stale(root, method, params.evaluate.seeds[1:])  # a seed dropped from params is not scored
     if unlearned.skipped:  # nothing to score; the DVC outs still exist and say so
         write_per_class(csv_path, split, {})
         write_json(metrics_file(root, method), {})
@@ -69,8 +72,8 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
     base_rec = ModelRecord.read(stage_dir(root, "base") / MODEL_FILE)
     oracle_rec = ModelRecord.read(stage_dir(root, "oracle") / MODEL_FILE)
 
-    def load(rec: ModelRecord | UnlearnRecord, *where: str, file: str = CHECKPOINT):
-        path = stage_dir(root, *where) / file
+    def load(rec: ModelRecord | UnlearnRecord, *where: str):
+        path = stage_dir(root, *where) / CHECKPOINT
         return registry.load_verified(path, rec.checkpoint_sha256, str(path.relative_to(root)), device)
 
     original = load(base_rec, "base")
@@ -89,13 +92,13 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
         runs = [{"seed": seed, **evaluate_model(params, model, split, original=original, oracle=oracle, seed=seed,
                                              membership=membership),
                  **timing_metrics(float(unlearned.time_s or 0.0), reference)}]
-        for other in unlearned.seed_runs:  # the other unlearning seeds' models (flows.unlearn)
-            seeded = load(UnlearnRecord(method=method, checkpoint_sha256=other["checkpoint_sha256"]),
-                          "unlearn", method, file=f"seed-{other['seed']}.pt")
-            runs.append({"seed": other["seed"], **evaluate_model(params, seeded, split, original=original,
-                                                                 oracle=oracle, seed=other["seed"],
-                                                                 membership=membership),
-                         **timing_metrics(float(other["time_s"]), reference)})
+        for other in params.evaluate.seeds[1:]:  # the other unlearning seeds' models (flows.unlearn_seed)
+            rec = SeedRecord.read(seed_dir(root, method, other) / RECORD_FILE)
+            path = seed_dir(root, method, other) / CHECKPOINT
+            seeded = registry.load_verified(path, rec.checkpoint_sha256, str(path.relative_to(root)), device)
+            runs.append({"seed": other, **evaluate_model(params, seeded, split, original=original, oracle=oracle,
+                                                         seed=other, membership=membership),
+                         **timing_metrics(float(rec.time_s or 0.0), reference)})
         summary = summarize(runs, rate_sizes(split))
         metrics = {k: float(v) for k, v in summary.items() if k not in ("ci", "n_seeds")}
         finite = {k: v for k, v in {**metrics, **ci_metrics(summary), "n_seeds": float(len(runs))}.items()

@@ -25,7 +25,7 @@ from .faults import crash_point
 from .ledger import Ledger, LedgerError
 from .locks import hold
 from .preflight import check_run
-from .records import EvalRecord, Record, StageRun, UnlearnRecord
+from .records import EvalRecord, Record, SeedRecord, StageRun, UnlearnRecord
 from .settings import (
     RECORD_FILE,
     device_name,
@@ -36,8 +36,9 @@ from .settings import (
     stage_dir,
     tracking_uri,
 )
-from .stages import address, label, run_stage, summary
+from .stages import address, label, member, run_stage, summary
 from .tracking import flatten, git_commit, log_parent_summary, note_reused, owner_tags, setup_mlflow
+from .unlearn_seed import seed_dir
 
 
 def _io_error(task, task_run, state) -> bool:
@@ -53,14 +54,15 @@ def _io_error(task, task_run, state) -> bool:
 
 
 IO_RETRY = {"retries": 2, "retry_delay_seconds": 3, "retry_condition_fn": _io_error, "cache_policy": NO_CACHE}
-PRIOR = {"unlearn": UnlearnRecord, "evaluate": EvalRecord}  # stages skipped when `dvc status` is clean
+# Stages skipped when `dvc status` is clean.
+PRIOR = {"unlearn": UnlearnRecord, "unlearn_seed": SeedRecord, "evaluate": EvalRecord}
 
 
-def _unchanged(ctx: StageContext, stage: str, method: str, record: bool) -> Record | None:
-    """The stored record of a per-method stage that DVC reports unchanged and whose model is still in the
-    registry (same version, same checkpoint SHA-256: a record from another tracking store does not count)."""
-    path = stage_dir(ctx.root, stage, method) / RECORD_FILE
-    if not record or not path.exists() or not _dvc.is_clean(ctx.root, address(stage, method)):
+def _unchanged(ctx: StageContext, stage: str, method: str, record: bool, seed: int | None = None) -> Record | None:
+    """The stored record of a per-method (per-seed) stage that DVC reports unchanged and whose model is still in
+    the registry (same version, same checkpoint SHA-256: a record from another tracking store does not count)."""
+    path = (stage_dir(ctx.root, stage, method) if seed is None else seed_dir(ctx.root, method, seed)) / RECORD_FILE
+    if not record or not path.exists() or not _dvc.is_clean(ctx.root, address(stage, method, seed)):
         return None
     try:
         prev = PRIOR[stage].read(path)
@@ -72,11 +74,12 @@ def _unchanged(ctx: StageContext, stage: str, method: str, record: bool) -> Reco
                 return None
     except Exception:  # noqa: BLE001 - an unreadable record or a lost version means: run it again
         return None
-    runs_file = StageRun.path(ctx.root, stage, method)
+    runs_file = StageRun.path(ctx.root, stage, member(method, seed))
     last = StageRun.read(runs_file) if runs_file.exists() else None
     made_by = (last.reused_from or last.run_id) if last is not None else None
     # No run of its own: the parent run lists it (the runs that made its outputs keep their figures).
-    note_reused(ctx.parent_run_id, f"{label(stage, method)} (unchanged)" + (f" from run {made_by}" if made_by else ""))
+    note_reused(ctx.parent_run_id, f"{label(stage, method, seed)} (unchanged)"
+                + (f" from run {made_by}" if made_by else ""))
     StageRun(stage=stage, source="unchanged", tracking_uri=tracking_uri(ctx.root, ctx.params),
              reused_from=made_by).write(runs_file)
     return prev
@@ -84,13 +87,13 @@ def _unchanged(ctx: StageContext, stage: str, method: str, record: bool) -> Reco
 
 @task(name="stage", task_run_name="{stage}", **IO_RETRY)
 def stage_task(ctx: StageContext, stage: str, method: str | None = None, record: bool = True,
-               upstream: list[Any] | None = None) -> dict[str, Any]:
+               upstream: list[Any] | None = None, seed: int | None = None) -> dict[str, Any]:
     """Run one stage (or keep its unchanged outputs), record it in dvc.lock; `upstream` only orders tasks."""
     t0 = time.perf_counter()
-    name = label(stage, method)
+    name = label(stage, method, seed)
     run_log = prefect_ui.run_logger()
     run_log.info("%s: started", name)
-    prev = _unchanged(ctx, stage, method, record) if stage in PRIOR and method else None
+    prev = _unchanged(ctx, stage, method, record, seed) if stage in PRIOR and method else None
     if prev is not None:
         if ctx.log is not None:
             ctx.log({"stage": name, "unchanged": "dvc status clean, outputs kept"})
@@ -101,15 +104,15 @@ def stage_task(ctx: StageContext, stage: str, method: str | None = None, record:
         if ctx.log is not None:
             ctx.log({**event, "label": name})
 
-    out = run_stage(StageContext(ctx.root, ctx.params, ctx.parent_run_id, log), stage, method)
+    out = run_stage(StageContext(ctx.root, ctx.params, ctx.parent_run_id, log), stage, method, seed)
     if record:
-        _dvc.commit(ctx.root, [address(stage, method)])
+        _dvc.commit(ctx.root, [address(stage, method, seed)])
         if stage == "version_data":
             _dvc.push_if_remote(ctx.root, "data")
     crash_point(f"after:{name}")
     if ctx.log is not None:
         ctx.log({"stage": name, "done": summary(out)})
-    how = prefect_ui.how_it_ran(ctx.root, stage, method)
+    how = prefect_ui.how_it_ran(ctx.root, stage, member(method, seed))
     run_log.info("%s: finished in %.1f s%s: %s", name, time.perf_counter() - t0, f", {how}" if how else "",
                  summary(out))
     return {"record": out, "seconds": time.perf_counter() - t0, "unchanged": False}
@@ -149,11 +152,11 @@ def _raise_first_failure(futures: list) -> None:
             f.result()  # raises the task's own exception
 
 
-# Task runner: Prefect's default ThreadPoolTaskRunner. The timed stages (base, oracle, each unlearn[m])
-# are chained so they never share the machine: the oracle's time is the speedup's denominator and each
+# Task runner: Prefect's default ThreadPoolTaskRunner. The timed stages (base, oracle, each unlearn[m] and
+# each of its other seeds, unlearn[m/seed-s]) are chained so they never share the machine: the oracle's time is the speedup's denominator and each
 # method's wall time is a reported metric. Overlapping them saved only ~4 s of a 37 s flow body (4 methods,
 # 2 cores) but made the timings meaningless (finetune showed 1.5x instead of ~18x). The untimed
-# evaluate[m] tasks run concurrently after the last unlearn. Tasks exchange records (ids, URIs), never
+# evaluate[m] tasks (each scoring its method's seeds) run concurrently after the last unlearn. Tasks exchange records (ids, URIs), never
 # models or tensors, so a Dask or Ray task runner can spread methods over machines.
 @flow(name="unlearning_pipeline", log_prints=False)
 def unlearning_pipeline(root: str = ".", params_path: str = "params.yaml",
@@ -194,9 +197,9 @@ def _pipeline(path: Path, params: Any, overrides: list[str]) -> dict[str, Any]:
     t0 = time.perf_counter()
     parent = _start_parent(path, params, overrides)
     status = "FAILED"
-    methods = params.unlearn.methods
+    methods, more_seeds = params.unlearn.methods, params.evaluate.seeds[1:]
     console = Console()
-    console.plan(3 + 2 * len(methods) + 1, "pipeline stages")
+    console.plan(3 + (2 + len(more_seeds)) * len(methods) + 1, "pipeline stages")
 
     def logged(event: dict[str, Any]) -> None:
         """Every stage's events, labelled by stage; a finished stage advances the overall bar."""
@@ -212,15 +215,20 @@ def _pipeline(path: Path, params: Any, overrides: list[str]) -> dict[str, Any]:
         data = stage_task.submit(ctx, "version_data", record=record)
         base = stage_task.submit(ctx, "train_base", record=record, upstream=[data])
         oracle = stage_task.submit(ctx, "retrain_oracle", record=record, upstream=[base])
-        models, previous = {}, oracle
-        for m in methods:
+        models, seeded, previous = {}, {}, oracle
+        for m in methods:  # one task per (method, unlearning seed); the first seed's is the registered version
             models[m] = previous = stage_task.with_options(task_run_name=label("unlearn", m)).submit(
                 ctx, "unlearn", m, record=record, upstream=[base, previous])
+            for s in more_seeds:
+                seeded[m, s] = previous = stage_task.with_options(task_run_name=label("unlearn_seed", m, s)).submit(
+                    ctx, "unlearn_seed", m, record=record, upstream=[models[m], previous], seed=s)
         evals = {m: stage_task.with_options(task_run_name=label("evaluate", m)).submit(
-            ctx, "evaluate", m, record=record, upstream=[models[m], oracle, previous]) for m in methods}
+            ctx, "evaluate", m, record=record, upstream=[models[m], *(seeded[m, s] for s in more_seeds), oracle,
+                                                         previous]) for m in methods}
         promote = stage_task.submit(ctx, "register_and_promote", record=record, upstream=list(evals.values()))
         futures = {"version_data": data, "train_base": base, "retrain_oracle": oracle,
                    **{label("unlearn", m): f for m, f in models.items()},
+                   **{label("unlearn_seed", m, s): f for (m, s), f in seeded.items()},
                    **{label("evaluate", m): f for m, f in evals.items()}, "register_and_promote": promote}
         _raise_first_failure(list(futures.values()))
         decision = promote.result()["record"]

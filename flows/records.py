@@ -151,9 +151,18 @@ class UnlearnRecord(MethodRecord):
     time_s: float | None = None  # measured when the version was made (also when reused)
     touched: list[str] = []
     base_version: str | None = None
-    # The other unlearning seeds (evaluate.seeds[1:]): {seed, time_s, checkpoint_sha256} of each model, kept
-    # as outputs/unlearn/<method>/seed-<seed>.pt for the evaluate stage (not registered: only seed 0 serves).
+    # Always empty: the other unlearning seeds have their own stages and records (SeedRecord). Kept so that
+    # records written before still read and this record's bytes (a DVC out) stay as they were.
     seed_runs: list[dict[str, Any]] = []
+
+
+class SeedRecord(MethodRecord):
+    """One more unlearning seed of a method (`unlearn_seed[<method>/seed-<seed>]`): its model, kept beside the
+    registered one for the evaluate stage's interval over seeds, never registered (only the first seed serves)."""
+
+    seed: int
+    checkpoint_sha256: str | None = None
+    time_s: float | None = None
 
 
 class EvalRecord(MethodRecord):

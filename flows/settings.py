@@ -102,6 +102,9 @@ def load(root: Path, params_path: str | Path | None = "params.yaml", overrides: 
         if missing:
             raise ConfigError(f"unlearn.methods lists {missing} without a section in {path.name}; add "
                               f"`{missing[0]}: {{}}` under `unlearn:` (dvc.yaml tracks each method's own section)")
+        if "seeds" in (raw.get("evaluate") or {}):  # dvc.yaml's per-seed stages come from `more_seeds`
+            raise ConfigError(f"{path.name} gives evaluate.seeds; write `seed: <first>` and `more_seeds: [...]` "
+                              "instead (dvc.yaml makes a stage per (method, more seed) from that list)")
     return params
 
 

@@ -3,9 +3,8 @@
 The new version is tagged with its lineage (data version, request, base version, method, the data the
 method touched) and gets the alias `candidate-<method>` (an MLflow alias names one version, so each
 method keeps its own candidate). A method that cannot serve the request is recorded as skipped, with why.
-The first of `evaluate.seeds` makes the registered version; each other unlearning seed runs the method
-again on the same base, and its model is kept beside it (outputs/unlearn/<method>/seed-<seed>.pt, not
-registered) so that the evaluate stage can measure the method's spread over seeds.
+The first unlearning seed (`evaluate.seed`) makes the registered version; each other one
+(`evaluate.more_seeds`) is a stage of its own (flows.unlearn_seed).
 
 Content-addressed like the base model: the key is hash(base checkpoint, data version, request, method,
 the method's effective config, seed). When the registry holds a version under that key whose checkpoint
@@ -16,7 +15,6 @@ what this run did (its MLflow run, reused or not) goes to `outputs/runs/unlearn-
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from . import _registry as registry
@@ -25,6 +23,7 @@ from .faults import crash_point
 from .records import ModelRecord, SplitRecord, StageRun, UnlearnRecord
 from .settings import CHECKPOINT, MODEL_FILE, RECORD_FILE, registered_model_name, stage_dir, tracking_uri
 from .tracking import git_commit, method_params, setup_mlflow, stage_run
+from .unlearn_seed import keep_seed_dir
 
 
 def unlearn_key(base_sha256: str, info: SplitRecord, method: str, cfg: Any, seed: int) -> str:
@@ -45,48 +44,10 @@ def _touched(tag: str | None) -> list[str]:
 
 
 def unlearn(ctx: StageContext, method: str) -> UnlearnRecord:
-    """Unlearn the request from the base model with `method` (or reuse the version made so before), then
-    once more per other unlearning seed."""
+    """Unlearn the request from the base model with `method` (or reuse the version made so before)."""
     record = _registered(ctx, method)
-    outdir = stage_dir(ctx.root, "unlearn", method)
-    extra = [] if record.skipped else list(ctx.params.evaluate.seeds[1:])
-    for stale in outdir.glob("seed-*.pt"):
-        if stale.stem.removeprefix("seed-") not in {str(s) for s in extra}:
-            stale.unlink()
-    if not extra:
-        return record
-    record = record.model_copy(update={"seed_runs": _other_seeds(ctx, method, extra)})
-    record.write(outdir / RECORD_FILE)
+    keep_seed_dir(ctx.root, method)
     return record
-
-
-def _other_seeds(ctx: StageContext, method: str, seeds: list[int]) -> list[dict[str, Any]]:
-    """Run `method` on the base once per seed; keep each model and its time (also on this stage's run)."""
-    from mlflow import MlflowClient
-    from mlflow.entities import Metric
-
-    from unlearning.models import save_checkpoint
-    from unlearning.steps import run_method
-    from unlearning.utils import get_device
-
-    from .version_data import load_split
-
-    root, params = ctx.root, ctx.params
-    split, _ = load_split(root)
-    base = ModelRecord.read(stage_dir(root, "base") / MODEL_FILE)
-    original = registry.load_verified(stage_dir(root, "base") / CHECKPOINT, base.checkpoint_sha256,
-                                      f"outputs/base/{CHECKPOINT}", get_device(params.train.device))
-    out = []
-    for seed in seeds:
-        result = run_method(params, method, original, split, seed=seed, log=ctx.log)
-        ckpt = save_checkpoint(result.model, stage_dir(root, "unlearn", method) / f"seed-{seed}.pt")
-        out.append({"seed": seed, "time_s": result.time_s, "checkpoint_sha256": registry.sha256_file(ckpt)})
-    run_id = StageRun.read(StageRun.path(root, "unlearn", method)).run_id
-    if run_id:
-        now = int(time.time() * 1000)
-        MlflowClient().log_batch(run_id, metrics=[Metric("time/s/other_seeds", r["time_s"], now, r["seed"])
-                                                  for r in out])
-    return out
 
 
 def _registered(ctx: StageContext, method: str) -> UnlearnRecord:

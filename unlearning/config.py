@@ -158,7 +158,10 @@ class TrainConfig(Section):
 
 class EvaluateConfig(Section):
     oracle: bool = True
-    # Unlearning seeds: runs of each method on one base model.
+    # Unlearning seeds: runs of each method on one base model; the first makes the pipeline's registered
+    # version. params.yaml writes them as `seed` (that first one) and `more_seeds` (the others): dvc.yaml
+    # makes one stage per (method, more seed) from that list, and DVC's templating cannot drop a list's
+    # first element. `seeds: [...]` is accepted too (`--set evaluate.seeds=[0,1]`, `python -m unlearning`).
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     # Training seeds: `python -m unlearning` trains a base model and an oracle per seed; the pipeline keeps
     # its one base (train.seed or production) and trains an oracle per seed: the retrain band of the gates.
@@ -169,6 +172,19 @@ class EvaluateConfig(Section):
     device: str = "auto"
 
     _known_device = field_validator("device")(_device)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_seeds(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not {"seed", "more_seeds"} & data.keys():
+            return data
+        if "seeds" in data:
+            raise ValueError("give the unlearning seeds either as `seeds` or as `seed` + `more_seeds`, not both")
+        data = dict(data)
+        first, more = data.pop("seed", 0), data.pop("more_seeds", None) or []
+        if not isinstance(first, int) or isinstance(first, bool) or not isinstance(more, list):
+            raise ValueError(f"`seed` must be an integer and `more_seeds` a list; got {first!r} and {more!r}")
+        return {**data, "seeds": [first, *more]}
 
     @field_validator("seeds", "training_seeds")
     @classmethod

@@ -19,6 +19,9 @@ from .config import REQUEST_KINDS, CoreParams
 if TYPE_CHECKING:
     from .typed_params import Params
 
+# `evaluate.seeds` or `evaluate.seed` + `evaluate.more_seeds`: an override of one form drops the other.
+SEED_KEYS = {"seeds": ("seed", "more_seeds"), "seed": ("seeds",), "more_seeds": ("seeds",)}
+
 _TYPED = ("Params", "UnlearnConfig")
 
 
@@ -92,6 +95,10 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             # A request names one kind: setting one replaces the others (keeps seed/val_fraction).
             for other in set(REQUEST_KINDS) - {parts[1]}:
                 out["request"].pop(other, None)
+        if parts[:1] == ["evaluate"] and len(parts) == 2 and parts[1] in SEED_KEYS:
+            # Unlearning seeds are `seeds`, or `seed` + `more_seeds`: setting one form drops the other.
+            for other in SEED_KEYS[parts[1]]:
+                out["evaluate"].pop(other, None)
     return out
 
 

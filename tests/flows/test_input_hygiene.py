@@ -261,6 +261,26 @@ def test_stage_method_comes_from_dvc_stage_and_is_validated(monkeypatch, address
     assert stage_method("evaluate", None, params) == "finetune"
 
 
+@pytest.mark.parametrize("address, message", [
+    ("unlearn_seed@finetune", "needs a seed"),
+    ("unlearn_seed@finetune-2", r"seed 2 is not in evaluate.more_seeds \[1\]"),
+    ("unlearn_seed@finetune-1;touch owned", "unknown method"),
+    ("unlearn_seed@salun-1", "method 'salun' is not in unlearn.methods"),
+])
+def test_a_seed_stage_takes_method_and_seed_from_dvc_stage(monkeypatch, address, message):
+    from flows.stages import stage_target
+    from unlearning.params import parse_params
+
+    params = parse_params({"unlearn": {"methods": ["finetune"]}, "evaluate": {"seed": 0, "more_seeds": [1]}})
+    monkeypatch.setenv("DVC_STAGE", address)
+    with pytest.raises(ValueError, match=message):
+        stage_target("unlearn_seed", None, None, params)
+    monkeypatch.setenv("DVC_STAGE", "unlearn_seed@finetune-1")
+    assert stage_target("unlearn_seed", None, None, params) == ("finetune", 1)
+    monkeypatch.setenv("DVC_STAGE", "unlearn@finetune")
+    assert stage_target("unlearn", None, None, params) == ("finetune", None)
+
+
 def test_a_hostile_method_name_in_params_never_reaches_a_shell(tmp_path):
     """`dvc repro` of `unlearn@x;touch owned`: the command carries no method, the stage refuses the name."""
     hostile = "x;touch owned"
@@ -294,3 +314,20 @@ def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
     results = [p.communicate(timeout=180) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err[-600:] for _, err in results]
     assert all(out.strip() == "ok" for out, _ in results)
+
+
+def test_unlearning_seeds_in_a_dvc_project_are_seed_and_more_seeds(tmp_path):
+    """dvc.yaml makes its per-seed stages from `more_seeds`: a params.yaml giving `seeds` is refused in one line;
+    `--set evaluate.seeds=[...]` replaces the two keys."""
+    from flows.settings import load
+    from unlearning.params import ConfigError
+
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    unlearn = "unlearn: {methods: [finetune], finetune: {}}\n"
+    (tmp_path / "params.yaml").write_text(unlearn + "evaluate: {seeds: [0, 1]}\n")
+    with pytest.raises(ConfigError, match="more_seeds"):
+        load(tmp_path)
+    (tmp_path / "params.yaml").write_text(unlearn + "evaluate: {seed: 3, more_seeds: [1]}\n")
+    assert load(tmp_path).evaluate.seeds == [3, 1]
+    assert load(tmp_path, overrides=["evaluate.seeds=[0,2]"], methods=False).evaluate.seeds == [0, 2]
+    assert load(tmp_path, overrides=["evaluate.more_seeds=[]"], methods=False).evaluate.seeds == [3]

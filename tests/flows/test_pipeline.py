@@ -252,15 +252,88 @@ def test_deletion_request_goes_to_a_version_that_leads_back(project, second, pre
     assert dvc(project, "status").stdout.strip().endswith("up to date.")
 
 
+def _task_runs(state) -> list[str]:
+    """The names of the Prefect task runs of one flow run."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[
+            state.state_details.flow_run_id])))
+    return sorted(r.name for r in runs)
+
+
+def _seeded_run(project, more_seeds):
+    """A recorded run (no --set) with `evaluate.more_seeds` set in params.yaml: its result and Prefect tasks."""
+    import re
+
+    from flows.pipeline import unlearning_pipeline
+
+    params = project / "params.yaml"
+    params.write_text(re.sub(r"more_seeds: \[[0-9, ]*\]", f"more_seeds: {more_seeds}", params.read_text()))
+    state = unlearning_pipeline(root=str(project), return_state=True)
+    return state.result(), _task_runs(state)
+
+
+def test_each_method_and_seed_is_a_stage_of_its_own(project, second, prefect_harness):
+    """evaluate.more_seeds: one Prefect task, MLflow run and DVC stage per (method, seed); a second run keeps
+    them (dvc status clean); a seed dropped from params is no longer scored."""
+    params = project / "params.yaml"
+    text = params.read_text()
+    assert "more_seeds: []" in text
+    try:
+        _check_seed_stages(project)
+    finally:
+        params.write_text(text)  # the tests after this one see params.yaml as it was
+
+
+def _check_seed_stages(project):
+    seeds = ["unlearn[finetune/seed-1]", "unlearn[finetune/seed-2]", "unlearn[neggrad/seed-1]",
+             "unlearn[neggrad/seed-2]"]
+    out, tasks = _seeded_run(project, [1, 2])
+    assert set(seeds) <= set(tasks) and len(tasks) == len(set(tasks)) == 3 + 2 * (1 + 2 + 1) + 1, tasks
+    assert set(seeds) <= set(out["stages"]) and all(out["stages"][s] > 0 for s in seeds)
+    made = {r.info.run_name: r for r in _children(out["parent_run_id"])}
+    assert set(seeds) <= set(made)
+    assert made["unlearn[finetune/seed-2]"].data.tags["seed"] == "2"
+    assert made["unlearn[finetune/seed-2]"].data.params["seed"] == "2" and "time/s" in made[seeds[0]].data.metrics
+    assert "registered_version" not in made[seeds[0]].data.tags  # only the first seed's model is registered
+    for method in ("finetune", "neggrad"):
+        runs = json.loads((project / f"outputs/evaluate/{method}/runs.json").read_text())["runs"]
+        assert [r["seed"] for r in runs] == [0, 1, 2]
+        assert (project / f"outputs/unlearn_seed/{method}/seed-2/model.pt").exists()
+    metrics = json.loads((project / "outputs/metrics/finetune.json").read_text())
+    assert metrics["n_seeds"] == 3 and metrics["ci"]["retain/acc"][0] <= metrics["retain/acc"]
+    assert "3 unlearning seed(s)" in out["promotion"].table
+    lock = (project / "dvc.lock").read_text()
+    assert "unlearn_seed@finetune-2:" in lock and "unlearn_seed@neggrad-1:" in lock
+    assert "up to date" in dvc(project, "status").stdout  # as the run left it: nothing for `dvc repro` to do
+    assert "Running stage" not in dvc(project, "repro").stdout
+
+    again, tasks = _seeded_run(project, [1, 2])  # nothing changed: every seed stage kept, no run made
+    assert set(seeds) <= set(tasks)
+    assert not {r.info.run_name for r in _children(again["parent_run_id"])} & set(seeds)
+    reused = _client().get_run(again["parent_run_id"]).data.tags["reused_stages"]
+    assert all(f"{s} (unchanged)" in reused for s in seeds), reused
+
+    dropped, tasks = _seeded_run(project, [1])  # seed 2 leaves params: not run, not scored, its model gone
+    assert not [t for t in tasks if "seed-2" in t] and "unlearn[finetune/seed-1]" in tasks
+    reused = _client().get_run(dropped["parent_run_id"]).data.tags["reused_stages"]
+    assert "unlearn[finetune/seed-1] (unchanged)" in reused, reused
+    runs = json.loads((project / "outputs/evaluate/finetune/runs.json").read_text())["runs"]
+    assert [r["seed"] for r in runs] == [0, 1]
+    assert not (project / "outputs/unlearn_seed/finetune/seed-2").exists()
+    assert "2 unlearning seed(s)" in dropped["promotion"].table
+    assert "up to date" in dvc(project, "status").stdout
+
+
 def test_unlearning_seeds_give_each_method_intervals_over_seeds(project, second, prefect_harness):
     """Last in the file: a run with --set changes outputs/ without recording them in dvc.lock."""
     from flows.pipeline import unlearning_pipeline
-    from flows.records import UnlearnRecord
 
     out = unlearning_pipeline(root=str(project), overrides=["evaluate.seeds=[0,1]"])
-    record = UnlearnRecord.read(project / "outputs/unlearn/finetune/record.json")
-    assert [r["seed"] for r in record.seed_runs] == [1]
-    assert (project / "outputs/unlearn/finetune/seed-1.pt").exists()
+    assert "unlearn[finetune/seed-1]" in out["stages"]
+    assert (project / "outputs/unlearn_seed/finetune/seed-1/model.pt").exists()
     runs = json.loads((project / "outputs/evaluate/finetune/runs.json").read_text())["runs"]
     assert [r["seed"] for r in runs] == [0, 1]
     metrics = json.loads((project / "outputs/metrics/finetune.json").read_text())
