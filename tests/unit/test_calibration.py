@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from unlearning.__main__ import main
-from unlearning.calibration import calibrate, score_live
-from unlearning.calibration.core import plan_methods
+from unlearning.calibration.core import calibrate, plan_methods
+from unlearning.calibration.live import score_live
 from unlearning.calibration.profile import read_profile
 from unlearning.params import load_params
 from unlearning.requests import resolve

@@ -59,7 +59,9 @@ def _run(args: argparse.Namespace, console: Any) -> int:
 
     excluded = [read_ids_file(p) for p in args.exclude]
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    from ..calibration import calibrate, data_version, score_live
+    from ..calibration.core import calibrate
+    from ..calibration.live import score_live
+    from ..calibration.profile import data_version
     from ..steps import load_split, train_oracle, train_original
     from .calibrate_table import format_calibration
 
