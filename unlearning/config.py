@@ -234,6 +234,35 @@ class TrackingConfig(Section):
     namespace: Literal["service", "experiment"] = "service"
 
 
+class CalibrationConfig(Section):
+    """`python -m unlearning calibrate` (`unlearning.calibration`) and the profiles that runs pick up.
+
+    A run looks for `<profile_dir>/<key>.json`, key = hash(data version, model, train recipe, request kind),
+    and fills every method setting that params leave unset from it (a value set here or by --set wins).
+    """
+
+    use_profile: bool = True  # false: runs ignore calibration profiles
+    profile_dir: str = "outputs/calibration"  # profiles; proxy models are cached under <profile_dir>/models
+    proxies: int = Field(2, ge=1)  # proxy requests searched on; one more is held out to report generalisation
+    trials: int = Field(20, ge=1)  # at most this many trials per method
+    budget_s: float = Field(300.0, gt=0.0)  # wall time per method's search (a trial in flight finishes)
+    startup_trials: int = Field(5, ge=1)  # random trials before TPE models the objective
+    tie_gap: float = Field(0.1, ge=0.0)  # gap points within which the faster setting wins
+    seed: int = 0  # seeds the proxy draw and the TPE sampler
+    methods: list[str] | None = None  # null: unlearn.methods
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, v: list[str] | None) -> list[str] | None:
+        from .catalog import method_catalogue
+
+        names = [m["name"] for m in method_catalogue()]
+        bad = [m for m in v or [] if m not in names]
+        if bad:
+            raise ValueError(f"unknown method {bad[0]!r}; available: {names}")
+        return v
+
+
 class MethodSections(BaseModel):
     """`unlearn` checked by name only: `methods` and section names must be methods of the catalogue."""
 
@@ -274,3 +303,4 @@ class CoreParams(BaseModel):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)

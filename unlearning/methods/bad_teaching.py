@@ -5,6 +5,7 @@ Networks using an Incompetent Teacher", arXiv 2205.08096, AAAI 2023). METHODS.md
 from __future__ import annotations
 
 import copy
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from ..models import fresh_copy
 from ..requests import Split
 from ..training import make_optimizer, optimize
 from .base import MethodConfig, UnlearnInputs, register_method
+from .space import Dist, IntRange, LogUniform
 
 
 class BadTeachingConfig(MethodConfig):
@@ -34,6 +36,9 @@ class BadTeachingConfig(MethodConfig):
     retain_fraction: float = Field(0.3, gt=0.0, le=1.0)
     student_train_mode: bool = True  # official: the student is never put in eval mode
     teacher_seed: int | None = None  # init seed of the incompetent teacher; None: the method seed
+
+    # Tuned on proxy requests (unlearning.calibration): step size and run length.
+    search_space: ClassVar[dict[str, Dist]] = {"lr": LogUniform(1e-4, 1e-2), "epochs": IntRange(1, 10)}
 
     def teacher_seed_for(self, seed: int) -> int:
         return seed if self.teacher_seed is None else self.teacher_seed

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -21,15 +21,22 @@ from ..data import Samples
 from ..registry import Registry
 from ..requests import Split
 from ..utils import seed_everything, timed
+from .space import Dist, check_space
 
 ACCESS_KINDS = frozenset({"forget", "retain", "retain_subset", "val", "train", "mnemonic"})
 ALL_SCENARIOS = frozenset({"class", "subclass", "random", "ids", "range"})
 
 
 class MethodConfig(BaseModel):
-    """Base of every method's config: immutable, unknown keys rejected."""
+    """Base of every method's config: immutable, unknown keys rejected.
+
+    `search_space`: the few key hyperparameters `unlearning.calibration` may tune on proxy requests
+    (`unlearning.methods.space`); a config without one says why in `no_search`.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    search_space: ClassVar[dict[str, Dist]] = {}
+    no_search: ClassVar[str] = "declares no search space"
 
     def effective(self, split: Split, seed: int = 0) -> dict[str, Any]:
         """Every field as a run on `split` with method seed `seed` uses it: what a tracker should show.
@@ -82,6 +89,7 @@ def register_method(name: str, *, config: type[MethodConfig], needs: set[str] | 
         raise ValueError(f"method {name!r}: unknown data access {sorted(unknown)}; allowed: {sorted(ACCESS_KINDS)}")
     if set(weak_on or {}) - set(scenarios):
         raise ValueError(f"method {name!r}: weak_on names scenarios it does not run on: {sorted(weak_on or {})}")
+    check_space(name, config.search_space, config.model_fields)
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         METHODS.register(name)(MethodInfo(name, fn, config, frozenset(needs), frozenset(scenarios),

@@ -5,6 +5,7 @@ Unlearning", arXiv 2210.08196), METHODS.md §5.1. Official code: `ayu987/deep-re
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ from ..data import Samples, concat
 from ..training import fit, make_optimizer, optimize
 from .base import MethodConfig, UnlearnInputs, register_method
 from .gkt import attention_loss, fresh_network
+from .space import Dist, LogUniform
 
 
 class BlindspotConfig(MethodConfig):
@@ -33,6 +35,12 @@ class BlindspotConfig(MethodConfig):
     lr: float = Field(1e-3, gt=0.0)
     beta_at: float = Field(50.0, ge=0.0)
     batch_size: int = Field(64, ge=2)
+    # Tuned on proxy requests (unlearning.calibration): unlearning step size and the attention-transfer
+    # weight.
+    search_space: ClassVar[dict[str, Dist]] = {
+        "lr": LogUniform(1e-4, 1e-2),
+        "beta_at": LogUniform(1.0, 200.0),
+    }
 
 
 def _flagged_batches(data: Samples, is_forget: Tensor, batch_size: int,

@@ -8,7 +8,7 @@ summarised in METHODS.md §4.1 (UNSIR's error-maximising noise for the forget cl
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ..data import Samples
 from ..training import make_optimizer, optimize, task_loss
 from .base import MethodConfig, UnlearnInputs, register_method
+from .space import Dist, LogUniform
 
 
 class EMMNConfig(MethodConfig):
@@ -65,6 +66,11 @@ class EMMNConfig(MethodConfig):
     # ruins real-data accuracy when no real data ever repairs them (measured: retain-test 15-37 %):
     # keep BN frozen (eval mode) by default.
     train_mode: bool = False
+    # Tuned on proxy requests (unlearning.calibration): impair and repair step sizes.
+    search_space: ClassVar[dict[str, Dist]] = {
+        "impair_lr": LogUniform(1e-3, 0.1),
+        "repair_lr": LogUniform(1e-3, 0.1),
+    }
 
 
 def optimise_noise(model: nn.Module, labels: Tensor, in_shape: tuple[int, ...], cfg: EMMNConfig,

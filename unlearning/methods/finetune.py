@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 from torch import nn
@@ -11,6 +11,7 @@ from ..config import TrainConfig
 from ..requests import Split
 from ..training import fit
 from .base import MethodConfig, UnlearnInputs, register_method
+from .space import Dist, IntRange, LogUniform
 
 # Defaults by task: classification follows the SSD repo, regression the DRU code (L1 loss). The SSD
 # optimiser on diabetes (SGD 0.02, momentum 0.9) diverged: retain MAE 12.7 -> 60.7 over 3 seeds.
@@ -30,6 +31,9 @@ class FinetuneConfig(MethodConfig):
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float | None = Field(None, ge=0.0)
     batch_size: int = Field(64, ge=1)
+
+    # Tuned on proxy requests (unlearning.calibration): step size and run length.
+    search_space: ClassVar[dict[str, Dist]] = {"lr": LogUniform(1e-3, 0.1), "epochs": IntRange(1, 10)}
 
     def optimiser_for(self, task: str) -> dict[str, Any]:
         """optimizer, lr and weight_decay: those set here, else the task's defaults."""

@@ -4,6 +4,8 @@ Unlearning", arXiv 2210.08196), METHODS.md §1.6 / §5.2.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from pydantic import Field
 from torch import nn
@@ -12,6 +14,7 @@ from ..config import TrainConfig
 from ..data import concat
 from ..training import fit
 from .base import MethodConfig, UnlearnInputs, register_method
+from .space import Dist, IntRange, LogUniform
 
 
 class GaussianAmnesiacConfig(MethodConfig):
@@ -23,6 +26,8 @@ class GaussianAmnesiacConfig(MethodConfig):
     epochs: int = Field(1, ge=1)
     lr: float = Field(1e-3, gt=0.0)
     batch_size: int = Field(64, ge=1)
+    # Tuned on proxy requests (unlearning.calibration): step size and run length.
+    search_space: ClassVar[dict[str, Dist]] = {"lr": LogUniform(1e-4, 1e-2), "epochs": IntRange(1, 5)}
 
 
 @register_method("gaussian_amnesiac", config=GaussianAmnesiacConfig, needs={"forget", "retain"},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -140,6 +141,8 @@ class GKTConfig(MethodConfig):
     probe_per_class: int = Field(64, ge=1)
     max_probe_forget: float = Field(0.0, ge=0.0, le=1.0)  # official selection: forget accuracy ≈ 0
     eval_batches: int = Field(2, ge=1)  # fixed-z batches scoring teacher agreement at each checkpoint
+    no_search: ClassVar[str] = ("a run takes 8-16 s on a CPU core even CPU-sized, and its "
+                                 "checkpoint selection is already data-free")
 
 
 def fresh_network(model: nn.Module, seed: int) -> nn.Module:

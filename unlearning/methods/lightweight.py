@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -25,6 +25,7 @@ from ..data import Samples
 from ..training import make_optimizer, optimize, predict, task_loss
 from ._common import cycle
 from .base import MethodConfig, UnlearnInputs, register_method
+from .space import Dist, LogUniform
 
 
 class LightweightConfig(MethodConfig):
@@ -53,6 +54,8 @@ class LightweightConfig(MethodConfig):
     ref_fraction: float = Field(1.0, gt=0.0, le=1.0)
     eta: float = Field(0.2, gt=0.0, le=1.0)
     max_iters: int = Field(20, ge=1)
+    # Tuned on proxy requests (unlearning.calibration): perturbation scale and fine-tuning step size.
+    search_space: ClassVar[dict[str, Dist]] = {"sigma": LogUniform(1e-3, 1.0), "lr": LogUniform(1e-3, 0.1)}
 
 
 @torch.no_grad()

@@ -8,6 +8,7 @@ stored with it as `model.extra['mnemonic_codes']`. Unlearning reads only the C c
 from __future__ import annotations
 
 import copy
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +16,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from .base import MethodConfig, UnlearnInputs, register_method
+from .space import Dist, LogUniform
 
 
 class MnemonicConfig(MethodConfig):
@@ -31,6 +33,9 @@ class MnemonicConfig(MethodConfig):
     lambda1: float = Field(1e-3, gt=0.0)
     lambda2: float = Field(10.0, gt=0.0)
     fisher_floor: float = Field(1e-16, gt=0.0)  # the official initial value of both Fishers
+    # Tuned on proxy requests (unlearning.calibration): lambda1, the perturbation bound (its reach depends on
+    # the architecture).
+    search_space: ClassVar[dict[str, Dist]] = {"lambda1": LogUniform(1e-5, 1.0)}
 
 
 def code_fishers(model: nn.Module, codes: Tensor, forget: list[int]) -> tuple[dict[str, Tensor],

@@ -4,6 +4,8 @@ Task-Agnostic machine Unlearning", arXiv 2403.14339, ICML 2024 NextGenAISafety w
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from pydantic import Field
 from torch import Tensor, nn
@@ -13,6 +15,7 @@ from ..requests import Split
 from ..training import autocast, make_optimizer, make_scheduler, optimize, per_sample_loss, task_loss
 from ._common import cycle
 from .base import MethodConfig, UnlearnInputs, register_method
+from .space import Dist, LogUniform, Uniform
 
 
 class NablaTauConfig(MethodConfig):
@@ -28,6 +31,9 @@ class NablaTauConfig(MethodConfig):
     max_epochs: int = Field(80, ge=1)  # cap on E, the number of forget epochs (the split sweep's cap)
     val_every: int = Field(5, ge=1)  # recompute ℓ_val every this many forget epochs
     train_mode: bool = False  # official main notebooks: net.eval() (BN running statistics frozen)
+
+    # Tuned on proxy requests (unlearning.calibration): step size and the starting forget weight alpha_0.
+    search_space: ClassVar[dict[str, Dist]] = {"lr": LogUniform(1e-4, 1e-2), "alpha0": Uniform(0.05, 1.0)}
 
     def alpha0_for(self, forget_fraction: float) -> float:
         """α_0 as set, else (5/3) · forget fraction capped at 1 (the official notebook's rule)."""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 from torch import Tensor, nn
 
 from ..training import make_optimizer, optimize, task_loss
 from ._common import StepBudget
 from .base import MethodConfig, UnlearnInputs, register_method
+from .space import Dist, IntRange, LogUniform
 
 
 class NegGradConfig(MethodConfig):
@@ -30,6 +33,12 @@ class NegGradConfig(MethodConfig):
     # Ascent is unbounded, so the damage grows with the number of steps, not with the number of epochs:
     # the budget is `epochs` passes over D_f or `max_steps` steps, whichever is fewer (None: no cap).
     max_steps: int | None = Field(15, ge=1)
+    # Tuned on proxy requests (unlearning.calibration): step size and the ascent's step cap (the damage grows
+    # with steps).
+    search_space: ClassVar[dict[str, Dist]] = {
+        "lr": LogUniform(1e-3, 0.1),
+        "max_steps": IntRange(5, 60, log=True),
+    }
 
 
 def _ascent(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:

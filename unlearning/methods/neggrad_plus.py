@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 from torch import Tensor, nn
 
 from ..training import make_optimizer, optimize, task_loss
 from ._common import StepBudget, cycle
 from .base import MethodConfig, UnlearnInputs, register_method
+from .space import Dist, LogUniform, Uniform
 
 
 class NegGradPlusConfig(MethodConfig):
@@ -27,6 +30,8 @@ class NegGradPlusConfig(MethodConfig):
     # The budget is `epochs` passes over D_r or `max_steps` steps, whichever is fewer (None: no cap); each
     # step also ascends one forget batch, so the cap bounds the unbounded term (see StepBudget).
     max_steps: int | None = Field(200, ge=1)
+    # Tuned on proxy requests (unlearning.calibration): the knife-edge retain/forget weight and the step size.
+    search_space: ClassVar[dict[str, Dist]] = {"alpha": Uniform(0.9, 0.999), "lr": LogUniform(1e-3, 0.1)}
 
 
 @register_method("neggrad_plus", config=NegGradPlusConfig, needs={"forget", "retain"})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 from pydantic import Field
 from torch import nn
@@ -11,6 +13,7 @@ from ..data import concat
 from ..training import fit
 from ._common import random_other_labels
 from .base import MethodConfig, UnlearnInputs, register_method
+from .space import Dist, IntRange, LogUniform
 
 
 class RandomLabelConfig(MethodConfig):
@@ -24,6 +27,8 @@ class RandomLabelConfig(MethodConfig):
     lr: float = Field(1e-3, gt=0.0)
     batch_size: int = Field(128, ge=1)
     with_retain: bool = True  # False: SalUn-style, relabelled D_f only
+    # Tuned on proxy requests (unlearning.calibration): step size and run length.
+    search_space: ClassVar[dict[str, Dist]] = {"lr": LogUniform(1e-4, 1e-2), "epochs": IntRange(1, 6)}
 
 
 @register_method("random_label", config=RandomLabelConfig, needs={"forget", "retain"},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 from torch import nn
@@ -18,6 +18,8 @@ class RetrainConfig(MethodConfig):
     """The training recipe; `Params` fills it with `params.train` (unless given) so it matches the oracle."""
 
     recipe: TrainConfig = Field(default_factory=TrainConfig)
+
+    no_search: ClassVar[str] = "retrain is the oracle's own recipe: there is nothing to tune it towards"
 
     def chosen(self, split: Split, seed: int) -> dict[str, Any]:
         """`augment: None` trains with the dataset's own choice (crop + flip where it makes sense)."""

@@ -4,7 +4,7 @@ Saliency in Both Image Classification and Generation", ICLR 2024). METHODS.md §
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -14,6 +14,7 @@ from ..data import Samples
 from ..training import autocast, make_optimizer, optimize, supervised_loss, task_loss
 from ._common import random_other_labels
 from .base import MethodConfig, UnlearnInputs, register_method
+from .space import Dist, LogUniform, Uniform
 
 
 class SalunConfig(MethodConfig):
@@ -40,6 +41,12 @@ class SalunConfig(MethodConfig):
     # 'uniform': any class, the true one included (official RL); 'wrong': a random wrong label, outside the
     # forgotten classes for class requests (the Amnesiac convention of random_label).
     random_labels: Literal["uniform", "wrong"] = "wrong"
+    # Tuned on proxy requests (unlearning.calibration): step size (the paper tunes it per scenario) and the
+    # salient share.
+    search_space: ClassVar[dict[str, Dist]] = {
+        "lr": LogUniform(1e-3, 0.2),
+        "mask_fraction": Uniform(0.1, 0.9),
+    }
 
 
 def saliency_mask(model: nn.Module, forget: Samples, fraction: float, batch_size: int = 256) -> list[Tensor]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -14,6 +14,7 @@ from ..data import Samples
 from ..requests import Split
 from ..training import make_optimizer, optimize, predict, task_loss
 from .base import MethodConfig, UnlearnInputs, register_method
+from .space import Dist, IntRange, LogUniform
 
 # The two official notebooks (meghdadk/SCRUB): large_scale_unlearning.ipynb, small_scale_unlearning.ipynb.
 PRESETS: dict[str, dict[str, object]] = {
@@ -59,6 +60,9 @@ class ScrubConfig(MethodConfig):
     retain_batch_size: int | None = Field(None, ge=1)
     # SCRUB+R: keep the end-of-epoch checkpoint whose forget error is closest to a reference error.
     rewind: bool = False
+
+    # Tuned on proxy requests (unlearning.calibration): step size and the number of max (forget) epochs.
+    search_space: ClassVar[dict[str, Dist]] = {"lr": LogUniform(1e-4, 1e-2), "msteps": IntRange(1, 8)}
 
     def preset_for(self, forget_size: int) -> str:
         """The preset a forget set of `forget_size` samples runs with ('auto' chooses by size)."""

@@ -4,7 +4,7 @@ Retraining Through Selective Synaptic Dampening", AAAI 2024). METHODS.md §1.9.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from ..data import Samples, concat
 from ..training import autocast, task_loss
 from .base import MethodConfig, UnlearnInputs, register_method
+from .space import Dist, LogUniform
 
 
 class SsdConfig(MethodConfig):
@@ -42,6 +43,12 @@ class SsdConfig(MethodConfig):
     d_order: Literal["retain_then_forget", "shuffled"] = "retain_then_forget"
     # Mode of the importance passes. Eval keeps BatchNorm statistics untouched (no training happens).
     train_mode: bool = False
+    # Tuned on proxy requests (unlearning.calibration): the selection threshold alpha (a knife edge per model)
+    # and the dampening lambda.
+    search_space: ClassVar[dict[str, Dist]] = {
+        "selection_weighting": LogUniform(1.0, 100.0),
+        "dampening_constant": LogUniform(0.1, 10.0),
+    }
 
 
 def importances(model: nn.Module, samples: Samples, batch_size: int, train_mode: bool = False) -> list[Tensor]:

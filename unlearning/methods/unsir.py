@@ -4,6 +4,8 @@ arXiv 2111.08947, IEEE TNNLS 2023). METHODS.md §2.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -13,6 +15,7 @@ from ..data import Samples
 from ..requests import Split
 from ..training import autocast, make_optimizer, task_loss
 from .base import MethodConfig, UnlearnInputs, register_method
+from .space import Dist, LogUniform
 
 
 class UnsirConfig(MethodConfig):
@@ -43,6 +46,12 @@ class UnsirConfig(MethodConfig):
     # 3 on RGB, 1 on grey images) are used, all noise labelled 0, noise optimised in train mode (BN
     # statistics move), and the noise steps' gradients leak into the first impair step.
     faithful_quirks: bool = False
+
+    # Tuned on proxy requests (unlearning.calibration): impair and repair step sizes.
+    search_space: ClassVar[dict[str, Dist]] = {
+        "impair_lr": LogUniform(1e-3, 5e-2),
+        "repair_lr": LogUniform(1e-3, 5e-2),
+    }
 
     def copies(self) -> int:
         """Copies of each noise image: as set, else the official 20 under faithful_quirks, else 1."""

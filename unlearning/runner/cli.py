@@ -1,5 +1,7 @@
 """`python -m unlearning`: original, oracle and every configured method, evaluated, as a table and JSON.
 
+`python -m unlearning calibrate ...` tunes the methods on proxy requests instead (`calibrate_cli`).
+
 Needs no MLflow, Prefect or DVC: this is what runs on a bare GPU machine. Torch and the methods are
 imported after the first line of output, so the command answers at once.
 """
@@ -26,6 +28,11 @@ def _jsonable(obj: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["calibrate"]:  # `python -m unlearning calibrate ...`: its own arguments
+        from .calibrate_cli import main as calibrate_main
+
+        return calibrate_main(argv[1:])
     parser = argparse.ArgumentParser(prog="python -m unlearning", description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml",
                         help="params file (default: params.yaml; built-in defaults when it does not exist)")

@@ -13,6 +13,7 @@ from typing import Any
 
 from torch import nn
 
+from ..calibration.apply import use_profile
 from ..methods import unsupported_reason
 from ..metrics.membership import band_reference
 from ..params import Params
@@ -55,7 +56,9 @@ def run_experiment(params: Params, log: LogFn | None = None,
     "methods": {name: {...}}, "gates": {name: [gate dicts]}, "verdicts": {name: verdict}, "details": {model:
     report data of its first run (`unlearning.report.model_details`)}}. Each model entry
     holds the metric means, `ci: {metric: [low, high]}` (95 %), `n_seeds` and `runs` (one metric dict per
-    run, labelled `training_seed` / `seed`); methods add "data" (what they touched). Speedup = the oracle's
+    run, labelled `training_seed` / `seed`); methods add "data" (what they touched), "settings" (the config
+    they ran with) and "settings_source" (setting -> params / profile / default; `unlearning.calibration`);
+    "calibration" says which profile was used (`ProfileUse.summary`). Speedup = the oracle's
     (retrain) time of the same training seed / method time, measured in this run. `on_update(results)` is
     called after every evaluated model, so a long run can save partial results (`results["complete"]` is
     False until the end); `on_step()` after each unit of `stage_count`.
@@ -66,11 +69,14 @@ def run_experiment(params: Params, log: LogFn | None = None,
     split = load_split(params)
     sizes = rate_sizes(split)
     emit({"stage": "split", **split.summary()})
+    profile = use_profile(params, split)  # unset method settings from a matching calibration profile
+    params = profile.params
+    emit({"stage": "calibration", **profile.summary()})
     seeds = params.evaluate.training_seeds
     mia_key = f"mia/entropy_{params.evaluate.mia_classifier}"
     results: dict[str, Any] = {"request": split.summary(), "device": str(get_device(params.train.device)),
                                "complete": False, "seeds": {"training": seeds, "unlearning": params.evaluate.seeds},
-                               "notes": []}
+                               "notes": [], "calibration": profile.summary()}
     results["speedup_reference"] = "oracle (retrain)" if params.evaluate.oracle else "original training"
 
     bases, oracles, base_runs, oracle_runs, reference = {}, {}, [], [], {}
@@ -136,7 +142,9 @@ def run_experiment(params: Params, log: LogFn | None = None,
                     results["details"][name] = model_details(res.model, split)
                 touched = res.touched
                 step()
-        results["methods"][name] = {**summarize(runs, sizes), "runs": runs, "data": touched or ["none"]}
+        results["methods"][name] = {**summarize(runs, sizes), "runs": runs, "data": touched or ["none"],
+                                    "settings": params.unlearn.method_config(name).model_dump(mode="json"),
+                                    "settings_source": profile.sources[name]}
         verdicts = decide_gates(runs, base_runs, oracle_runs or None, params.promote.gates,
                                 scenario=split.scenario, sizes=sizes, mia_key=mia_key)
         results["gates"][name] = [v.as_dict() for v in verdicts]

@@ -65,6 +65,7 @@ def format_table(results: dict[str, Any]) -> str:
     out = [line(header), line(["-" * w for w in widths])] + [line(r) for r in body]
     out += [f"{name}: skipped, {row['skipped']}" for name, row in rows if row.get("skipped")]
     out += [f"{m} (weak): {why}" for m, why in weak.items()]
+    out += calibration_lines(results)
     req = results["request"]
     title = (f"{req['dataset']}: forget {req['description']} ({req['forget']} forget / {req['retain']} retain "
              f"samples, request {req['hash']}); speedup = {results.get('speedup_reference', 'oracle')} time / "
@@ -75,6 +76,25 @@ def format_table(results: dict[str, Any]) -> str:
                   f"{len(seeds['unlearning'])} unlearning seed(s) (one model: bootstrap over samples)")
     gates = format_gates(results)
     return title + "\n" + "\n".join(out) + (f"\n\n{gates}" if gates else "")
+
+
+def calibration_lines(results: dict[str, Any]) -> list[str]:
+    """Which calibration profile the run used and the settings it filled (explicit params always win)."""
+    cal = results.get("calibration") or {}
+    if not cal.get("profile"):
+        return []
+    lines = [f"calibration profile {cal['profile']} (settings from it below; params win over it):"]
+    for m, row in results["methods"].items():
+        if row.get("skipped"):
+            continue
+        from_profile = [k for k, src in (row.get("settings_source") or {}).items() if src == "profile"]
+        shown = ", ".join(f"{k}={_setting(row['settings'][k])}" for k in from_profile)
+        lines.append(f"  {m}: {shown or 'none (defaults or params)'}")
+    return lines + [f"  note: {n}" for n in cal.get("notes", [])]
+
+
+def _setting(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def format_gates(results: dict[str, Any]) -> str:

@@ -1,0 +1,128 @@
+"""`calibrate`: search each method on proxy requests, score the choice on a held-out proxy, write the profile.
+
+Honest by construction: the live request enters only `build_universe`, which keeps its ids and test / val
+ids and copies the training tensors at the universe's ids; proxies, proxy models, the search and the
+held-out scoring see only the universe. Scoring on the live request is a separate step
+(`unlearning.calibration.live.score_live`) that takes the finished, frozen result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..methods import METHODS
+from ..params import Params
+from ..requests import Split
+from ..training import LogFn
+from .profile import new_profile, profile_key, profile_path, read_profile, write_profile
+from .proxies import draw_proxies
+from .proxy_models import ProxyModels
+from .search import MethodSearch, require_optuna, search_method, searched_space
+from .trials import score_on, setting_config
+from .universe import build_universe
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """The frozen outcome of `calibrate`: per-method searches, held-out scores, skips and the profile."""
+
+    searches: dict[str, MethodSearch]
+    heldout: dict[str, dict[str, float]]  # method -> {"gap", "default_gap"} on the held-out proxy
+    skipped: dict[str, str]
+    profile: dict[str, Any]
+    path: Path | None
+    proxies: list[dict[str, Any]] = field(default_factory=list)  # calibration proxies, then the held-out one
+
+    def values(self) -> dict[str, dict[str, Any]]:
+        """Method -> the setting the profile gives (empty when the defaults won)."""
+        return {m: dict(e.get("values") or {}) for m, e in self.profile["methods"].items() if m in self.searches}
+
+
+def skip_reason(params: Params, name: str, scenario: str, task: str) -> str | None:
+    """Why `name` cannot be calibrated for this request, or None when it can."""
+    info = METHODS.get(name)
+    if not info.config.search_space:
+        return info.config.no_search
+    if task not in info.tasks:
+        return f"does not support {task} tasks"
+    if scenario not in info.scenarios:
+        return f"does not support {scenario!r} requests; it supports {sorted(info.scenarios)}"
+    if not searched_space(params, name):
+        return f"params set every searched setting ({sorted(info.config.search_space)}); they always win"
+    return None
+
+
+def plan_methods(params: Params, live: Split, methods: Sequence[str] | None) -> tuple[list[str], dict[str, str]]:
+    """The methods to search and the skipped ones with why. Methods named explicitly must be searchable."""
+    explicit = methods is not None
+    names = list(methods if explicit else (params.calibration.methods or params.unlearn.methods))
+    for name in names:
+        if name not in METHODS:
+            raise ValueError(f"unknown method {name!r}; available: {METHODS.names()}")
+    skipped = {n: r for n in names if (r := skip_reason(params, n, live.scenario, live.dataset.task))}
+    if explicit and skipped:
+        name, why = next(iter(skipped.items()))
+        raise ValueError(f"cannot calibrate {name!r}: {why}")
+    todo = [n for n in names if n not in skipped]
+    if not todo:
+        raise ValueError(f"no method to calibrate: {skipped}")
+    return todo, skipped
+
+
+def calibrate(params: Params, live: Split, *, data_version: str, methods: Sequence[str] | None = None,
+              excluded: Sequence[Sequence[int]] = (), write: bool = True,
+              log: LogFn | None = None) -> CalibrationResult:
+    """Calibrate methods for the live request's data, model, recipe and request kind, from proxies only.
+
+    Args:
+        params: the run's params (`calibration` section: proxies, trials, budget_s, seed, profile_dir).
+        live: the live request; only its ids, kind and evaluation ids are read (`build_universe`).
+        data_version: names the data (`profile.data_version`, or the pipeline's DVC hash).
+        methods: methods to calibrate (each must be searchable); None: `calibration.methods` or
+            `unlearn.methods`, skipping those that cannot be searched, with why.
+        excluded: sample ids of other requests (pending or done) proxies must stay clear of.
+        write: write the profile to `calibration.profile_dir` (and cache proxy models there).
+        log: progress events.
+
+    Returns:
+        The frozen result; `result.path` is the profile written.
+    """
+    require_optuna()  # one clear line before any model is trained
+    cal = params.calibration
+    todo, skipped = plan_methods(params, live, methods)
+    key = profile_key(params, live, data_version)
+    universe = build_universe(live, excluded)
+    proxies = draw_proxies(universe, cal.proxies + 1, seed=cal.seed)
+    emit = log or (lambda event: None)
+    emit({"stage": "calibrate", "universe": universe.summary(), "proxies": [p.description for p in proxies]})
+    cache = Path(cal.profile_dir) / "models" if write else None
+    models = ProxyModels(params, universe, data_version, cache, log=log)
+    cases = [models.case(p) for p in proxies]
+    search_cases, heldout_case = cases[:-1], cases[-1]  # the held-out proxy is never searched on
+    seed = params.evaluate.seeds[0]
+    searches, heldout = {}, {}
+    for name in todo:
+        searches[name] = s = search_method(params, name, search_cases, cal, seed=seed, log=log)
+        chosen = score_on(params, name, setting_config(params, name, s.values), [heldout_case], seed)
+        default = score_on(params, name, setting_config(params, name, {}), [heldout_case], seed)
+        heldout[name] = {"gap": chosen.gap, "default_gap": default.gap}
+        emit({"stage": "calibrate", "method": name, "chosen": s.chosen, "values": s.values, "gap": s.gap,
+              "heldout_gap": chosen.gap, "heldout_default_gap": default.gap, "wall_s": round(s.wall_s, 1)})
+    path = profile_path(cal.profile_dir, key)
+    profile = new_profile(key, read_profile(path, key) if write and path.exists() else None)
+    summaries = [p.summary() for p in proxies]
+    for name, s in searches.items():
+        profile["methods"][name] = {
+            **s.as_dict(), "values": s.values if s.chosen == "search" else {},
+            "heldout_gap": heldout[name]["gap"], "heldout_default_gap": heldout[name]["default_gap"],
+            "proxies": summaries[:-1], "heldout_proxy": summaries[-1], "universe": universe.summary(),
+            "settings": cal.model_dump(exclude={"methods", "use_profile", "profile_dir"}), "seed": seed,
+            "fixed": setting_config(params, name, {}).model_dump(include=set(
+                params.unlearn.method_config(name).model_fields_set))}
+        profile["skipped"].pop(name, None)
+    profile["skipped"].update(skipped)
+    written = write_profile(path, profile) if write else None
+    return CalibrationResult(searches, heldout, skipped, profile, written, summaries)
