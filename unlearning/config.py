@@ -1,8 +1,7 @@
 """Typed, validated configuration: one pydantic model per `params.yaml` section.
 
-A bad value fails at load time with the key, what is allowed and what was given. The `unlearn` section
-and the whole of `params.yaml` live in `params.py`: they need the method registry, and methods import
-these sections (keeping both here would make an import cycle).
+A bad value fails at load time with the key, what is allowed and what was given. `unlearn` and the whole
+params live in `params.py`: they need the method registry, which imports these (an import cycle here).
 """
 
 from __future__ import annotations
@@ -158,10 +157,8 @@ class TrainConfig(Section):
 
 class EvaluateConfig(Section):
     oracle: bool = True
-    # Unlearning seeds: runs of each method on one base model; the first makes the pipeline's registered
-    # version. params.yaml writes them as `seed` (that first one) and `more_seeds` (the others): dvc.yaml
-    # makes one stage per (method, more seed) from that list, and DVC's templating cannot drop a list's
-    # first element. `seeds: [...]` is accepted too (`--set evaluate.seeds=[0,1]`, `python -m unlearning`).
+    # Unlearning seeds (runs of a method on one base; the first makes the registered version). params.yaml
+    # says `seed` + `more_seeds`: DVC's templating cannot drop a list's first element; `seeds: [...]` also works.
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     # Training seeds: `python -m unlearning` trains a base model and an oracle per seed; the pipeline keeps
     # its one base (train.seed or production) and trains an oracle per seed: the retrain band of the gates.
@@ -201,14 +198,13 @@ class Gates(Section):
     requests membership_vs_oracle (needs two or more retrains: evaluate.training_seeds). Without one
     (evaluate.oracle: false) the oracle-free gates replace the oracle ones: forget_acc_max and mia_max
     (class / subclass requests), forget_acc_vs_test (sample requests: forgotten samples look unseen).
-    Oracle-free defaults measured on digits/mlp, class 3: the oracle has forget acc 0 and entropy MIA
-    0.11; finetune (which forgets nothing) 1.0 and 0.71; random_label 0.0 and 0.01.
+    Oracle-free defaults from digits/mlp class 3: forget acc / entropy MIA of the oracle 0 / 0.11,
+    finetune (forgets nothing) 1.0 / 0.71, random_label 0.0 / 0.01.
     """
 
     forget_acc_vs_oracle: float | None = Field(2.0, ge=0.0)  # |forget acc - oracle forget acc|
     mia_vs_oracle: float | None = Field(5.0, ge=0.0)  # |entropy MIA - oracle entropy MIA|
-    # Sample requests (random, ids), in clipped log-odds, not points: |paired membership shift - retrains'|
-    # (unlearning.metrics.membership). On digits random 10 % the original's shift is ~0.28, a retrain's ~0.
+    # random / ids requests, in log-odds: |paired membership shift - retrains'| (metrics.membership)
     membership_vs_oracle: float | None = Field(0.1, ge=0.0)
     retain_acc_drop: float | None = Field(2.0, ge=0.0)  # original retain acc - retain acc
     test_acc_drop: float | None = Field(2.0, ge=0.0)  # original test acc - test acc (kept classes)
@@ -228,17 +224,15 @@ class PromoteConfig(Section):
 class TrackingConfig(Section):
     uri: str = "sqlite:///mlflow.db"
     experiment: str = "unlearning"
-    # "service": the registered model that deletion requests are served from. "experiment": runs with
-    # --set overrides and `dvc exp run` (set by flows.settings.load) register under `<name>-exp` and never
-    # touch the service's production or the deletion ledger.
+    # "service": the model deletion requests are served from. "experiment" (--set, `dvc exp run`; set by
+    # flows.settings.load): registered as `<name>-exp`, never touching production or the ledger.
     namespace: Literal["service", "experiment"] = "service"
 
 
 class CalibrationConfig(Section):
     """`python -m unlearning calibrate` (`unlearning.calibration`) and the profiles that runs pick up.
 
-    A run looks for `<profile_dir>/<key>.json`, key = hash(data version, model, train recipe, request kind),
-    and fills every method setting that params leave unset from it (a value set here or by --set wins).
+    A run fills method settings left unset from `<profile_dir>/<hash(data, model, recipe, request kind)>.json`.
     """
 
     use_profile: bool = True  # false: runs ignore calibration profiles
@@ -289,8 +283,8 @@ class MethodSections(BaseModel):
 class CoreParams(BaseModel):
     """`params.yaml` with every section typed except the methods' own settings (checked by name only).
 
-    For commands that move models but never run a method (`unlearn status`, `promote`, `rollback`): they
-    answer without importing torch. Commands that run methods validate everything (`Params`).
+    For commands that never run a method (`unlearn status`, `promote`, `rollback`): no torch import.
+    Commands that run methods validate everything (`Params`).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
