@@ -7,6 +7,7 @@
     unlearn rollback                 put the previous production version back
     unlearn methods                  the unlearning methods, with the data each one touches
     unlearn status                   pending requests, the production version and its lineage
+    unlearn calibrate                tune the methods' key settings on proxy requests (a profile runs use)
 
 Heavy imports (torch, mlflow, prefect, dvc) happen inside the commands, so `--help` answers at once.
 """
@@ -19,6 +20,7 @@ import os
 import sys
 import time
 import traceback
+from importlib import metadata
 from pathlib import Path
 from typing import NoReturn
 
@@ -159,12 +161,10 @@ def cmd_methods(args) -> int:
     from unlearning.catalog import method_catalogue
 
     rows = method_catalogue()  # from the sources: no torch import, so this answers at once
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
     width = max(len(r["name"]) for r in rows)
-    print("\n".join(f"{r['name']:<{width}}  touches {','.join(r['needs']):<22} {r['summary']}"
-                    + "".join(f" [weak on {s} requests: {why}]" for s, why in r["weak_on"].items()) for r in rows))
+    print(json.dumps(rows, indent=2) if args.json else "\n".join(
+        f"{r['name']:<{width}}  touches {','.join(r['needs']):<22} {r['summary']}"
+        + "".join(f" [weak on {s} requests: {why}]" for s, why in r["weak_on"].items()) for r in rows))
     return 0
 
 
@@ -178,8 +178,6 @@ def cmd_status(args) -> int:
 
 def version() -> str:
     """The installed package's version (the project's `pyproject.toml` version)."""
-    from importlib import metadata
-
     try:
         return metadata.version("unlearning-pipeline")
     except metadata.PackageNotFoundError:
@@ -199,7 +197,7 @@ WAIT_HELP = "wait for another run, promote or rollback of this project or model 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="unlearn", description=__doc__.splitlines()[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                     epilog="\n".join(__doc__.splitlines()[2:10]))
+                     epilog="\n".join(__doc__.splitlines()[2:11]))
     parser.add_argument("--version", action="version", version=f"unlearn {version()}")
     parser.add_argument("--debug", action="store_true", default=False,
                         help="print the traceback of an error (also after the command: unlearn run --debug)")
@@ -261,6 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the same as one JSON object")
     _common(p, overrides=False)
     p.set_defaults(fn=cmd_status)
+    from .calibrate_cli import add_command  # its flow (and Prefect) are imported when it runs
+    add_command(sub, _common, WAIT_HELP)
     for command in sub.choices.values():  # --debug after the command too; SUPPRESS keeps a --debug given before
         command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr, flush=True)
     from .settings import quiet_env
 
-    if args.command == "run" and not debug:
+    if args.command in ("run", "calibrate") and not debug:
         # A stage that fails inside the flow is reported once, as the one `error:` line below; Prefect would
         # log it again with a traceback and a line per dependent task (`--debug` keeps them).
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "CRITICAL")

@@ -21,6 +21,7 @@ import time
 from . import _registry as registry
 from .context import StageContext
 from .plots import confusions, write_per_class, write_pngs
+from .profiles import method_settings
 from .records import EvalRecord, ModelRecord, SeedRecord, StageRun, UnlearnRecord, write_json
 from .settings import (
     CHECKPOINT,
@@ -108,7 +109,8 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
         # are params here too, so a comparison of evaluate runs can label and colour them by method.
         now, model_id = int(time.time() * 1000), unlearned.model_id or None
         logged = {**flatten(params.evaluate.model_dump(), "evaluate."),
-                  **method_params(method, params.unlearn.method_config(method), split, seed)}
+                  **method_params(method, method_settings(params, root, split).params.unlearn.method_config(method),
+                                  split, seed)}  # the settings unlearn[<method>] ran with (profile included)
         mlflow.MlflowClient().log_batch(
             run.run_id, params=[Param(k, v) for k, v in logged.items()],
             metrics=[Metric(k, v, now, 0, model_id=model_id, run_id=run.run_id) for k, v in finite.items()])

@@ -25,6 +25,7 @@ from .faults import crash_point
 from .ledger import Ledger, LedgerError
 from .locks import hold
 from .preflight import check_run
+from .profiles import record_profiles
 from .records import EvalRecord, Record, SeedRecord, StageRun, UnlearnRecord
 from .settings import (
     RECORD_FILE,
@@ -109,6 +110,7 @@ def stage_task(ctx: StageContext, stage: str, method: str | None = None, record:
         _dvc.commit(ctx.root, [address(stage, method, seed)])
         if stage == "version_data":
             _dvc.push_if_remote(ctx.root, "data")
+            record_profiles(ctx.root)  # the calibration profiles, a dependency of unlearn@<m> (flows.profiles)
     crash_point(f"after:{name}")
     if ctx.log is not None:
         ctx.log({"stage": name, "done": summary(out)})

@@ -11,6 +11,8 @@ its method and seed from DVC's `DVC_STAGE`, never from the command line); the Pr
     unlearn_seed@<m>-<s>  flows.unlearn_seed.unlearn_seed(ctx, m, s) -> SeedRecord (one per evaluate.more_seeds)
     evaluate@<method>     flows.evaluate.evaluate(ctx, method)      -> EvalRecord
     register_and_promote  flows.promote.register_and_promote(ctx)   -> PromotionRecord
+    calibrate             flows.calibrate.calibrate(ctx)            -> CalibrationRecord (frozen in dvc.yaml;
+                          `unlearn calibrate` runs it, outside the pipeline)
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .calibrate import CalibrationRecord, calibrate, kind_text
 from .context import StageContext
 from .evaluate import evaluate
 from .promote import register_and_promote
@@ -35,7 +38,7 @@ from .version_data import version_data
 STAGES: dict[str, Callable[..., Record]] = {
     "version_data": version_data, "train_base": train_base, "retrain_oracle": retrain_oracle,
     "unlearn": unlearn, "unlearn_seed": unlearn_seed, "evaluate": evaluate,
-    "register_and_promote": register_and_promote,
+    "register_and_promote": register_and_promote, "calibrate": calibrate,
 }
 PER_METHOD = frozenset({"unlearn", "unlearn_seed", "evaluate"})
 PER_SEED = frozenset({"unlearn_seed"})  # one stage per (method, seed of evaluate.more_seeds)
@@ -88,6 +91,9 @@ def summary(record: Record) -> str:
                 f"touched {','.join(record.touched) or 'none'}")
     if isinstance(record, PromotionRecord):
         return record.message
+    if isinstance(record, CalibrationRecord):
+        return (f"profile {record.profile} ({kind_text(record.request_kind)}): "
+                + "; ".join(f"{m} {v or 'defaults'}" for m, v in record.values.items()))
     if isinstance(record, SeedRecord) and not record.skipped:
         return f"seed {record.seed} in {record.time_s:.2f} s (not registered)"
     return "skipped (method skipped)" if getattr(record, "skipped", False) else "done"

@@ -191,7 +191,7 @@ class RunInfo:
 
 # The stages that read the data version, and the MLflow input context they read it in.
 DATA_CONTEXT = {"train_base": "training", "retrain_oracle": "training", "unlearn": "unlearning",
-                "evaluate": "evaluation"}
+                "evaluate": "evaluation", "calibrate": "calibration"}
 
 
 def log_data_input(root: Path, params: Any, data_hash: str, context: str) -> None:

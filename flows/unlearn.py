@@ -7,7 +7,9 @@ The first unlearning seed (`evaluate.seed`) makes the registered version; each o
 (`evaluate.more_seeds`) is a stage of its own (flows.unlearn_seed).
 
 Content-addressed like the base model: the key is hash(base checkpoint, data version, request, method,
-the method's effective config, seed). When the registry holds a version under that key whose checkpoint
+the method's effective config, seed). That config is the params with a matching calibration profile filled
+in under them (`flows.profiles`), so a new profile makes a new key; the run is tagged with each setting's
+source (`settings_source.<setting>`) and the profile used. When the registry holds a version under that key whose checkpoint
 verifies, it is fetched and the method does not run: no new version, and `candidate-<method>` moves only
 if it points elsewhere. The record (a DVC out) is then byte-identical to the one the first run wrote;
 what this run did (its MLflow run, reused or not) goes to `outputs/runs/unlearn-<method>.json`.
@@ -20,6 +22,7 @@ from typing import Any
 from . import _registry as registry
 from .context import StageContext
 from .faults import crash_point
+from .profiles import method_settings, source_tags
 from .records import ModelRecord, SplitRecord, StageRun, UnlearnRecord
 from .settings import CHECKPOINT, MODEL_FILE, RECORD_FILE, registered_model_name, stage_dir, tracking_uri
 from .tracking import git_commit, method_params, setup_mlflow, stage_run
@@ -61,9 +64,11 @@ def _registered(ctx: StageContext, method: str) -> UnlearnRecord:
 
     from .version_data import load_split
 
-    root, params = ctx.root, ctx.params
+    root = ctx.root
     info_m = METHODS.get(method)
     split, info = load_split(root)
+    settings = method_settings(ctx.params, root, split)  # a matching calibration profile under the params
+    params = settings.params  # what runs, is logged and is keyed
     base = ModelRecord.read(stage_dir(root, "base") / MODEL_FILE)
     outdir = stage_dir(root, "unlearn", method)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -128,8 +133,8 @@ def _registered(ctx: StageContext, method: str) -> UnlearnRecord:
 
     original = registry.load_verified(base_ckpt, base_sha, f"outputs/base/{CHECKPOINT}", device)
     with stage_run(root, params, "unlearn", run_name=f"unlearn[{method}]", parent_run_id=ctx.parent_run_id,
-                   tags={**lineage, "data_declared": needs, registry.KEY_TAG: key,
-                         registry.REUSED_TAG: "false"}) as run:
+                   tags={**lineage, "data_declared": needs, registry.KEY_TAG: key, registry.REUSED_TAG: "false",
+                         **source_tags(settings, method, root)}) as run:
         mlflow.log_params({"seed": seed, **method_params(method, cfg, split, seed)})
         result = run_method(params, method, original, split, seed=seed, log=ctx.log)
         save_checkpoint(result.model, ckpt)

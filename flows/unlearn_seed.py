@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import _registry as registry
 from .context import StageContext
+from .profiles import method_settings, source_tags
 from .records import ModelRecord, SeedRecord, StageRun, UnlearnRecord
 from .settings import CHECKPOINT, MODEL_FILE, RECORD_FILE, stage_dir, tracking_uri
 from .tracking import method_params, stage_run
@@ -63,10 +64,12 @@ def unlearn_seed(ctx: StageContext, method: str, seed: int) -> SeedRecord:
 
     from .version_data import load_split
 
-    root, params = ctx.root, ctx.params
-    if seed not in params.evaluate.seeds[1:]:
-        raise ValueError(f"seed {seed} is not in evaluate.more_seeds {params.evaluate.seeds[1:]}")
+    root = ctx.root
+    if seed not in ctx.params.evaluate.seeds[1:]:
+        raise ValueError(f"seed {seed} is not in evaluate.more_seeds {ctx.params.evaluate.seeds[1:]}")
     split, info = load_split(root)
+    settings = method_settings(ctx.params, root, split)  # the same settings as unlearn[<method>]
+    params = settings.params
     outdir = seed_dir(root, method, seed)
     outdir.mkdir(parents=True, exist_ok=True)
     runs_file = StageRun.path(root, "unlearn_seed", f"{method}-{seed}")
@@ -84,7 +87,8 @@ def unlearn_seed(ctx: StageContext, method: str, seed: int) -> SeedRecord:
                                       f"outputs/base/{CHECKPOINT}", get_device(params.train.device))
     cfg = params.unlearn.method_config(method)
     tags = {**info.lineage(), "method": method, "seed": str(seed), "registered": "false",
-            "base_version": base.version or "", "data_declared": ",".join(sorted(METHODS.get(method).needs)) or "none"}
+            "base_version": base.version or "", "data_declared": ",".join(sorted(METHODS.get(method).needs)) or "none",
+            **source_tags(settings, method, root)}
     with stage_run(root, params, "unlearn", run_name=f"unlearn[{method}/seed-{seed}]",
                    parent_run_id=ctx.parent_run_id, tags=tags) as run:
         mlflow.log_params({"seed": seed, **method_params(method, cfg, split, seed)})
