@@ -38,7 +38,11 @@ def make_project(dest: Path, tiny: dict | None = None) -> Path:
     (dest / ".dvc").mkdir(exist_ok=True)
     shutil.copy2(REPO / ".dvc" / "config", dest / ".dvc" / "config")
     (dest / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
-    (dest / ".gitignore").write_text("/data\n/outputs/*\n!/outputs/summary.json\n/mlflow.db\n/mlartifacts/\n/requests/\n"
+    # As the repository's .gitignore: calibration profiles (with their README) are kept in git, their models not.
+    (dest / "outputs" / "calibration").mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REPO / "outputs" / "calibration" / "README", dest / "outputs" / "calibration" / "README")
+    (dest / ".gitignore").write_text("/data\n/outputs/*\n!/outputs/summary.json\n!/outputs/calibration/\n"
+                                       "/outputs/calibration/models/\n/mlflow.db\n/mlartifacts/\n/requests/\n"
                                        "__pycache__/\n")
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for (section, key), value in (TINY if tiny is None else tiny).items():
