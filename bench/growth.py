@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from unlearning.config import RequestConfig  # noqa: E402
 from unlearning.data import Dataset  # noqa: E402
@@ -132,8 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results" / "growth.json"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # a shared 2-core CPU: more threads only add contention
-    params = load_params(None, ["data.name=mnist", "model.name=cnn", "model.width=16", f"train.epochs={args.epochs}",
-                                "train.device=cpu"])
+    # The recipe and the method list of params.yaml (adam 1e-3, batch 64), on MNIST with the cnn.
+    params = load_params(str(ROOT / "params.yaml"), ["data.name=mnist", "data.root=null", "model.name=cnn",
+                                                     "model.width=16", f"train.epochs={args.epochs}", "train.device=cpu"])
     methods = args.methods.split(",") if args.methods else list(params.unlearn.methods)
     seeds = list(range(args.seeds))
     full = subset(load_dataset("mnist", args.data_root), 4000 if args.quick else None)
