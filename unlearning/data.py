@@ -114,7 +114,7 @@ class Samples:
         """Yield (inputs, labels) batches by index permutation; one pass over the set."""
         n = len(self)
         if shuffle:
-            order = torch.randperm(n, generator=generator).to(self.device)
+            order = torch.randperm(n, generator=generator).to(self.device, non_blocking=True)
         else:
             order = torch.arange(n, device=self.device)
         stop = n - n % batch_size if drop_last and n >= batch_size else n
@@ -131,15 +131,19 @@ def concat(*parts: Samples) -> Samples:
 
 
 def crop_flip(x: Tensor, generator: torch.Generator | None = None, pad: int = 4) -> Tensor:
-    """Random crop with zero padding and horizontal flip, per sample, on x's device. x: [B, C, H, W]."""
+    """Random crop with zero padding and horizontal flip, per sample, on x's device. x: [B, C, H, W].
+
+    The offsets come from a CPU generator (the same draws on every device); their copies to a GPU are
+    non-blocking, since a blocking copy waits for the queued kernels and stalls the loop once per batch.
+    """
     b, _, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device)
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device, non_blocking=True)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator).to(x.device, non_blocking=True)
     rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # [B,1,H,1]
     cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # [B,1,1,W]
     bidx = torch.arange(b, device=x.device)[:, None, None, None]
     cidx = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
     out = padded[bidx, cidx, rows, cols]
-    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device)[:, None, None, None]
+    flip = (torch.rand(b, generator=generator) < 0.5).to(x.device, non_blocking=True)[:, None, None, None]
     return torch.where(flip, out.flip(-1), out)

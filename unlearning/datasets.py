@@ -252,9 +252,11 @@ def cifar10_jpeg(root: object = None, download: bool = False, task: str = "class
         tmp = cache.with_suffix(".tmp")
         torch.save(blob, tmp)
         tmp.replace(cache)  # atomic: a crash never leaves a half-written cache
-    mean, std = _channel_stats(blob["x_train"])
-    return _finish("cifar10_jpeg", task, blob["x_train"], blob["y_train"], blob["x_test"], blob["y_test"],
-                   CIFAR10_CLASSES, mean, std, True)
+    # NCHW like every other loader: the decoded HWC images stack with channels_last strides (kept by the cache),
+    # and on the CPU a channels_last batch crashed ResNet-18's backward below 8 channels (torch 2.14, SSD, width 4).
+    x_tr, x_te = blob["x_train"].contiguous(), blob["x_test"].contiguous()
+    mean, std = _channel_stats(x_tr)
+    return _finish("cifar10_jpeg", task, x_tr, blob["y_train"], x_te, blob["y_test"], CIFAR10_CLASSES, mean, std, True)
 
 
 def _cache_dir() -> Path:

@@ -1,7 +1,8 @@
 """One training loop for the base model, the retrain oracle and every fine-tuning style method.
 
 Batches come from `Samples.batches` (index permutation over on-device tensors, no DataLoader);
-bf16 autocast on CUDA; seeded; an optional progress callback receives one dict per epoch.
+on CUDA bf16 autocast and channels_last conv weights; seeded; an optional progress callback receives
+one dict per epoch. On the CPU nothing of the CUDA path applies, so CPU results do not depend on it.
 """
 
 from __future__ import annotations
@@ -76,6 +77,15 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def device_layout(model: nn.Module) -> nn.Module:
+    """On CUDA, conv weights in channels_last (NHWC): cuDNN's bf16 tensor-core kernels want it, and a conv
+    whose weight is channels_last returns channels_last. Only 4-D tensors change; a no-op on the CPU and
+    when already converted (the optimiser keeps the same parameter objects)."""
+    if model_device(model).type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
 def optimize(model: nn.Module, loss_fn: LossFn, batches: Iterable[tuple], optimizer: torch.optim.Optimizer, *,
              scheduler: torch.optim.lr_scheduler.LRScheduler | None = None, grad_clip: float | None = None,
              train_mode: bool = True, after_step: Callable[[], None] | None = None) -> float:
@@ -83,6 +93,7 @@ def optimize(model: nn.Module, loss_fn: LossFn, batches: Iterable[tuple], optimi
 
     Loop-based methods supply only their loss; `after_step` lets a method restore frozen weights.
     """
+    device_layout(model)
     model.train(train_mode)
     device = model_device(model)
     total, count = torch.zeros((), device=device), 0
@@ -117,7 +128,7 @@ def fit(model: nn.Module, samples: Samples, cfg: TrainConfig, *, loss_fn: LossFn
         raise ValueError(f"{stage}: no training samples")
     gen = torch.Generator().manual_seed(cfg.seed)
     augment = samples.augmentable if cfg.augment is None else cfg.augment
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = torch.compile(device_layout(model)) if cfg.compile else model
     opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay)
     steps_per_epoch = -(-len(samples) // cfg.batch_size)
     sched = make_scheduler(opt, cfg.scheduler, cfg.epochs * steps_per_epoch)
@@ -149,7 +160,7 @@ def predict(model: nn.Module, samples: Samples, batch_size: int | None = None) -
     `batch_size` defaults to `predict_batch(device)`; a row's output does not depend on it.
     """
     was_training = model.training
-    model.eval()
+    device_layout(model).eval()
     device = model_device(model)
     outs = []
     for xb, _ in samples.to(device).batches(batch_size or predict_batch(device), shuffle=False):

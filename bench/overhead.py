@@ -1,0 +1,181 @@
+"""Pipeline overhead (issue #15, item 3): `make run` on a fresh clone, cold then warm, and where the time goes.
+
+Clones this repository's HEAD into a temporary folder, builds its venv (`make .venv/.installed`, timed on its
+own), then runs the pipeline twice there, cold and unchanged-warm, each in a fresh process that does what
+`make run` does (`flows.cli.main(["run"])`, the `unlearn run` entry point) with these parts timed:
+
+    imports       `import flows.cli` and the flow module, in the run's process
+    prefect       the temporary Prefect server's start (SubprocessASGIServer.start)
+    training      unlearning.steps.train_original / train_oracle
+    unlearning    unlearning.steps.run_method
+    scoring       unlearning.steps.evaluate_model
+    mlflow        MLflow client calls (log_*, set_tag(s), start_run, create_run, search_runs, ...)
+    dvc           flows._dvc commit / is_clean / push_if_remote
+
+Per part: wall (the union of its intervals; stages run in threads) and thread-seconds. Orchestration overhead
+= process wall - the union of training, unlearning and scoring intervals: the time nothing of the real work
+ran. Targets (2-core CPU): warm unchanged rerun < 10 s; orchestration overhead < 15 s per run.
+
+    nice -n 10 .venv/bin/python bench/overhead.py            # ~10 min on the shared 2-core machine
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {"warm_rerun_s": 10.0, "orchestration_s": 15.0}
+COMPUTE = ("training", "unlearning", "scoring")
+
+# The run's process: wraps the parts, runs the CLI, prints one JSON line. Runs inside the clone's venv.
+CHILD = r'''
+import json, sys, threading, time, importlib
+T0 = time.perf_counter()
+spans = {}
+lock = threading.Lock()
+
+def wrap(owner, attr, part):
+    fn = getattr(owner, attr, None)
+    if fn is None or getattr(fn, "_timed", False):
+        return
+    def timed(*a, **k):
+        s = time.perf_counter()
+        try:
+            return fn(*a, **k)
+        finally:
+            with lock:
+                spans.setdefault(part, []).append((s, time.perf_counter()))
+    timed._timed = True
+    setattr(owner, attr, timed)
+
+s = time.perf_counter()
+import flows.cli, flows.pipeline, flows.stages  # noqa
+spans["imports"] = [(s, time.perf_counter())]
+import unlearning.steps as steps
+import mlflow, mlflow.tracking.client as mc
+from flows import _dvc
+from prefect.server.api import server as ps
+wrap(ps.SubprocessASGIServer, "start", "prefect")
+for name, part in (("train_original", "training"), ("train_oracle", "training"), ("run_method", "unlearning"),
+                   ("evaluate_model", "scoring")):
+    wrap(steps, name, part)
+    for mod in list(sys.modules.values()):  # modules that imported the name before the wrap
+        if getattr(mod, "__name__", "").startswith("flows") and hasattr(mod, name):
+            wrap(mod, name, part)
+for name in ("commit", "is_clean", "push_if_remote"):
+    wrap(_dvc, name, "dvc")
+for name in dir(mc.MlflowClient):
+    if name.split("_")[0] in ("log", "set", "create", "search", "get", "update", "transition", "delete") :
+        wrap(mc.MlflowClient, name, "mlflow")
+for name in ("log_metric", "log_metrics", "log_param", "log_params", "log_artifact", "log_artifacts",
+             "set_tag", "set_tags", "start_run", "end_run", "log_input", "log_table", "log_dict"):
+    wrap(mlflow, name, "mlflow")
+rc = flows.cli.main(["run"])
+print("OVERHEAD-JSON " + json.dumps({"rc": rc, "t0": T0, "end": time.perf_counter(), "spans": spans}))
+'''
+
+
+def union(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of intervals."""
+    total, end = 0.0, float("-inf")
+    for s, e in sorted(intervals):
+        if e > end:
+            total += e - max(s, end)
+            end = e
+    return total
+
+
+def run_child(clone: Path, label: str) -> dict:
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(clone / ".venv/bin/python"), "-c", CHILD], cwd=clone, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(clone)})
+    wall = time.perf_counter() - t0
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("OVERHEAD-JSON ")), None)
+    if proc.returncode != 0 or line is None:
+        raise SystemExit(f"{label} run failed (rc {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    data = json.loads(line.split(" ", 1)[1])
+    spans = data["spans"]
+    parts = {p: {"wall_s": union(iv), "thread_s": sum(e - s for s, e in iv), "calls": len(iv)}
+             for p, iv in sorted(spans.items())}
+    compute = union([iv for p in COMPUTE for iv in spans.get(p, [])])
+    stages = next((ln for ln in proc.stdout.splitlines() if ln.startswith("stage times")), "")
+    return {"wall_s": wall, "process_s": data["end"] - data["t0"], "startup_s": wall - (data["end"] - data["t0"]),
+            "parts": parts, "compute_wall_s": compute, "orchestration_s": wall - compute, "stage_line": stages}
+
+
+def timed_cmd(cmd: list[str], cwd: Path) -> float:
+    t0 = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def prefect_start(clone: Path) -> float:
+    """An empty flow in a fresh interpreter, minus the import: the temporary server's start and the run."""
+    code = ("import time; from prefect import flow\n@flow\ndef f(): return 1\n"
+            "t = time.perf_counter(); f(); print(time.perf_counter() - t)")
+    out = subprocess.run([str(clone / ".venv/bin/python"), "-c", code], cwd=clone, capture_output=True, text=True,
+                         check=True, env={**os.environ, "PREFECT_LOGGING_LEVEL": "CRITICAL"})
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def table(res: dict) -> str:
+    lines = [f"# make run on a fresh clone ({res['commit'][:10]}): venv build {res['venv_s']:.1f} s "
+             f"(uv, from uv.lock; its package cache warm), empty Prefect flow {res['prefect_empty_flow_s']:.1f} s"]
+    head = f"{'part':<16}{'cold wall s':>12}{'cold thr-s':>11}{'warm wall s':>12}{'warm thr-s':>11}"
+    lines += [head, "-" * len(head)]
+    cold, warm = res["cold"], res["warm"]
+    for part in sorted(set(cold["parts"]) | set(warm["parts"])):
+        c, w = cold["parts"].get(part, {}), warm["parts"].get(part, {})
+        lines.append(f"{part:<16}{c.get('wall_s', 0):>12.1f}{c.get('thread_s', 0):>11.1f}"
+                     f"{w.get('wall_s', 0):>12.1f}{w.get('thread_s', 0):>11.1f}")
+    for key, name in (("startup_s", "interpreter"), ("compute_wall_s", "compute (union)"),
+                      ("orchestration_s", "orchestration"), ("wall_s", "total")):
+        lines.append(f"{name:<16}{cold[key]:>12.1f}{'':>11}{warm[key]:>12.1f}")
+    t = TARGETS
+    lines.append(f"targets: warm rerun {warm['wall_s']:.1f} s (< {t['warm_rerun_s']:.0f}: "
+                 f"{'met' if warm['wall_s'] < t['warm_rerun_s'] else 'NOT met'}); orchestration cold "
+                 f"{cold['orchestration_s']:.1f} s / warm {warm['orchestration_s']:.1f} s (< {t['orchestration_s']:.0f}: "
+                 f"{'met' if max(cold['orchestration_s'], warm['orchestration_s']) < t['orchestration_s'] else 'NOT met'})")
+    lines += [f"cold {cold['stage_line']}", f"warm {warm['stage_line']}"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "overhead.json"))
+    ap.add_argument("--keep", action="store_true", help="keep the temporary clone")
+    args = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="overhead-"))
+    clone = tmp / "clone"
+    subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()
+    uv = ROOT / ".uvtool"
+    if uv.exists() and not (clone / ".uvtool").exists():
+        os.symlink(uv, clone / ".uvtool")  # the uv tool itself is not what is measured
+    print("building the venv ...", flush=True)
+    venv_s = timed_cmd(["make", "UV_LINK_MODE=hardlink", ".venv/.installed"], clone)
+    print(f"venv {venv_s:.1f} s; cold run ...", flush=True)
+    res: dict = {"commit": commit, "venv_s": venv_s, "cold": run_child(clone, "cold")}
+    print(f"cold {res['cold']['wall_s']:.1f} s; warm run ...", flush=True)
+    res["warm"] = run_child(clone, "warm")
+    res["prefect_empty_flow_s"] = prefect_start(clone)
+    res["targets"] = TARGETS
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(res, indent=2) + "\n")
+    print(table(res))
+    print(f"JSON: {out}" + (f"; clone kept at {clone}" if args.keep else ""))
+    if not args.keep:
+        subprocess.run(["rm", "-rf", str(tmp)], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
