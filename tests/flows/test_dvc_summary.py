@@ -159,11 +159,12 @@ def test_dvc_yaml_declares_the_summary_as_the_only_metrics_and_images_as_plots()
 def test_metrics_diff_reads_head_from_git(tmp_path):
     root = make_project(tmp_path / "p", {})
     summary = tmp_path / "p" / SUMMARY_FILE
-    summary.parent.mkdir(parents=True)
+    summary.parent.mkdir(parents=True, exist_ok=True)
     summary.write_text(json.dumps({"original": {"test/acc": 0.9}, "finetune": {"verdict": 1.0}}))
     git(root, "add", "-A")
     git(root, "commit", "-qm", "a run")
-    assert git(root, "ls-files", "outputs").split() == [SUMMARY_FILE]
+    # git keeps the summary and the calibration profiles' folder (its README), no other output
+    assert git(root, "ls-files", "outputs").split() == ["outputs/calibration/README", SUMMARY_FILE]
     summary.write_text(json.dumps({"original": {"test/acc": 0.9}, "finetune": {"verdict": 0.5}}))
     out = dvc(root, "metrics", "diff", "HEAD", "--json")
     assert "failed to load" not in out.stderr, out.stderr
