@@ -138,10 +138,10 @@ def band_reference(models: Sequence[torch.nn.Module], split: object) -> Membersh
 
     if len(models) < 2 or split.dataset.task == "regression":  # type: ignore[attr-defined]
         return None
+    device = model_device(models[0])
+    sets = eval_sets(split, device)  # type: ignore[arg-type]
     forget, test = [], []
-    for model in models:
-        device = model_device(model)
-        sets = eval_sets(split, device)  # type: ignore[arg-type]
+    for model in models:  # the outputs `evaluate` needs too (memoised): one pass per model
         outs = model_outputs(model, split, sets, device)  # type: ignore[arg-type]
         forget.append(log_odds(outs["forget"], sets["forget"].y))
         test.append(log_odds(outs["test"], sets["test"].y))

@@ -125,17 +125,13 @@ def evaluate(model: nn.Module, split: Split, *, original: nn.Module | None = Non
     cfg = cfg or EvaluateConfig()
     device = model_device(model)
     with cpu_threads(EVAL_CPU_THREADS, device):
-        metrics = _scores(model, split, original, oracle, cfg, seed, device)
-        if membership is not None and split.dataset.task != "regression":
-            sets = eval_sets(split, device)
-            outs = model_outputs(model, split, sets, device)
-            metrics.update(membership_shift(membership, log_odds(outs["forget"], sets["forget"].y),
-                                            log_odds(outs["test"], sets["test"].y), leave_out=band_member))
+        metrics = _scores(model, split, original, oracle, cfg, seed, device, membership, band_member)
     return {k: float(v) for k, v in metrics.items()}
 
 
 def _scores(model: nn.Module, split: Split, original: nn.Module | None, oracle: nn.Module | None,
-            cfg: EvaluateConfig, seed: int, device: torch.device) -> dict[str, float]:
+            cfg: EvaluateConfig, seed: int, device: torch.device, membership: MembershipReference | None,
+            band_member: int | None) -> dict[str, float]:
     regression = split.dataset.task == "regression"
     unit = "mae" if regression else "acc"
     sets = eval_sets(split, device)
@@ -148,6 +144,9 @@ def _scores(model: nn.Module, split: Split, original: nn.Module | None, oracle: 
         if not regression:
             fe = forget_eval(sets)
             metrics["zrf"] = 1.0 - js_divergence(outs[fe], _teacher_outputs(model, sets[fe], device))
+            if membership is not None:
+                metrics.update(membership_shift(membership, log_odds(outs["forget"], sets["forget"].y),
+                                                log_odds(outs["test"], sets["test"].y), leave_out=band_member))
         if oracle is not None:
             # The oracle's outputs and reference: once per oracle and split, shared by every model scored.
             o_outs, reference = _oracle_side(oracle, split, sets, seed, regression, device)

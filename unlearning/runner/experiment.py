@@ -79,32 +79,30 @@ def run_experiment(params: Params, log: LogFn | None = None,
                                "notes": [], "calibration": profile.summary()}
     results["speedup_reference"] = "oracle (retrain)" if params.evaluate.oracle else "original training"
 
-    bases, oracles, base_runs, oracle_runs, reference = {}, {}, [], [], {}
+    bases, oracles, base_runs, oracle_runs, reference, base_time = {}, {}, [], [], {}, {}
     for t in seeds:
         p = with_training_seed(params, t)
-        bases[t], t_base = train_original(p, split, log=log)
+        bases[t], base_time[t] = train_original(p, split, log=log)
         step()
         oracles[t], t_oracle = (None, float("nan"))
         if params.evaluate.oracle:
             oracles[t], t_oracle = train_oracle(p, split, log=log)
             step()
-        reference[t] = (t_oracle if params.evaluate.oracle else t_base, t_base)
+        reference[t] = t_oracle if params.evaluate.oracle else base_time[t]
     # The retrains' per-sample outputs: what the paired membership shift of every model is measured against.
     band = [oracles[t] for t in seeds if oracles[t] is not None]
     membership = band_reference(band, split)
     for i, t in enumerate(seeds):
-        t_ref, t_base = reference[t]
         emit({"stage": "evaluate", "model": "original", "training_seed": t})
         base_runs.append({"training_seed": t, **_evaluated(params, bases[t], split, original=bases[t],
                                                             oracle=oracles[t], membership=membership),
-                          "time/s": t_base})
+                          "time/s": base_time[t]})
         if oracles[t] is not None:
             emit({"stage": "evaluate", "model": "oracle", "training_seed": t})
             oracle_runs.append({"training_seed": t, **_evaluated(params, oracles[t], split, original=bases[t],
                                                                   oracle=oracles[t], membership=membership,
                                                                   band_member=i),
-                                **timing_metrics(t_ref, t_ref)})
-        reference[t] = t_ref
+                                **timing_metrics(reference[t], reference[t])})
     first = seeds[0]  # the report's distributions and heatmap show the first training seed's models
     results["details"] = {"original": model_details(bases[first], split)}
     results["original"] = {**summarize(base_runs, sizes), "runs": base_runs}
