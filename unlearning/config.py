@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .pipeline_config import OrchestrationConfig, TrackingConfig
+
 DEFAULT_METHODS = ["finetune", "neggrad", "neggrad_plus", "random_label"]  # `unlearn.methods` unset
 
 
@@ -221,14 +223,6 @@ class PromoteConfig(Section):
     gates: Gates = Field(default_factory=Gates)
 
 
-class TrackingConfig(Section):
-    uri: str = "sqlite:///mlflow.db"
-    experiment: str = "unlearning"
-    # "service": the model deletion requests are served from. "experiment" (--set, `dvc exp run`; set by
-    # flows.settings.load): registered as `<name>-exp`, never touching production or the ledger.
-    namespace: Literal["service", "experiment"] = "service"
-
-
 class CalibrationConfig(Section):
     """`python -m unlearning calibrate` (`unlearning.calibration`) and the profiles that runs pick up.
 
@@ -297,4 +291,5 @@ class CoreParams(BaseModel):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    orchestration: OrchestrationConfig = Field(default_factory=OrchestrationConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
