@@ -1,0 +1,39 @@
+"""`bench/frontier.py`: the Pareto front it marks, and its whole default-settings path on digits (tiny recipe)."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench import frontier  # noqa: E402
+
+
+def _point(gap: float, speedup: float) -> dict:
+    return {"gap": gap, "speedup": speedup}
+
+
+def test_pareto_keeps_only_undominated_points_ordered_by_speedup():
+    points = {"slow-good": _point(0.5, 2.0), "fast-bad": _point(9.0, 50.0), "dominated": _point(3.0, 1.5),
+              "middle": _point(2.0, 10.0), "tie-worse": _point(2.0, 9.0), "broken": _point(float("nan"), 99.0)}
+    assert frontier.pareto(points) == ["slow-good", "middle", "fast-bad"]
+
+
+def test_default_settings_path_writes_points_front_and_plot(tmp_path):
+    out = tmp_path / "frontier.json"
+    rc = frontier.main(["--data", "digits", "--model", "mlp", "--width", "0", "--epochs", "2", "--seeds", "2",
+                        "--methods", "finetune,neggrad", "--scenarios", "class 3", "--no-calibrate",
+                        "--out", str(out)])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    scenario = result["scenarios"]["class 3"]
+    assert set(scenario["points"]) == {"finetune (default)", "neggrad (default)"}
+    for p in scenario["points"].values():
+        assert p["n_seeds"] == 2 and math.isfinite(p["gap"]) and p["speedup"] > 0
+        assert p["gap_ci"][0] <= p["gap"] <= p["gap_ci"][1]
+    assert scenario["front"] and set(scenario["front"]) <= set(scenario["points"])
+    assert out.with_suffix(".png").stat().st_size > 10_000
