@@ -80,9 +80,20 @@ def points_of(results: dict[str, Any], settings: str) -> dict[str, dict[str, Any
     return out
 
 
-def pareto(points: dict[str, dict[str, Any]]) -> list[str]:
-    """Names of the points no other point dominates (gap lower-or-equal, speedup higher-or-equal, one strictly)."""
-    ok = {k: p for k, p in points.items() if _finite(p["gap"]) and _finite(p["speedup"])}
+def is_noop(p: dict[str, Any], original: dict[str, Any] | None) -> bool:
+    """A setting that left the model as it was: gap, forget and retain accuracy all equal the untouched
+    original's (to 0.005 points and 0.0005). Calibration on random requests can choose such settings, since
+    doing nothing is already close to the oracle there; such a point is not an unlearner and is off the front."""
+    if not original:
+        return False
+    return all(_finite(p[k]) and _finite(original.get(k)) and abs(p[k] - original[k]) <= tol
+               for k, tol in (("gap", 0.005), ("forget", 0.0005), ("retain", 0.0005)))
+
+
+def pareto(points: dict[str, dict[str, Any]], original: dict[str, Any] | None = None) -> list[str]:
+    """Names of the points no other point dominates (gap lower-or-equal, speedup higher-or-equal, one strictly);
+    no-op settings (`is_noop`) are left out."""
+    ok = {k: p for k, p in points.items() if _finite(p["gap"]) and _finite(p["speedup"]) and not is_noop(p, original)}
 
     def dominated(p: dict[str, Any]) -> bool:
         return any(q["gap"] <= p["gap"] and q["speedup"] >= p["speedup"]
@@ -105,12 +116,14 @@ def _pm(mean: Any, ci: Any, digits: int) -> str:
 def table(scenario: str, res: dict[str, Any]) -> str:
     points, front, calib_s = res["points"], res["front"], res["calibration_s"]
     head = f"{'method (settings)':<30}{'avg gap (pts)':>16}{'speedup (x)':>16}{'forget':>8}{'retain':>8}{'calib s':>9}"
-    lines = [f"## {scenario}: retrain {res['oracle_s']:.1f} s per model (mean); * = on the Pareto front; the "
-             f"original model, untouched, is at {_pm(res['original_gap'], res['original_gap_ci'], 2)} points",
+    lines = [f"## {scenario}: retrain {res['oracle_s']:.1f} s per model (mean); the original model, untouched, "
+             f"is at {_pm(res['original_gap'], res['original_gap_ci'], 2)} points",
+             "(* on the Pareto front; = the same model as the untouched original: a no-op setting, off the front)",
              head, "-" * len(head)]
     for key, p in sorted(points.items(), key=lambda kv: (kv[1]["gap"] if _finite(kv[1]["gap"]) else 1e9)):
         cal = calib_s.get(p["method"]) if p["settings"] == "calibrated" else None
-        lines.append(f"{('* ' if key in front else '  ') + key:<30}{_pm(p['gap'], p['gap_ci'], 2):>16}"
+        mark = "* " if key in front else "= " if is_noop(p, res.get("original")) else "  "
+        lines.append(f"{mark + key:<30}{_pm(p['gap'], p['gap_ci'], 2):>16}"
                      f"{_pm(p['speedup'], p['speedup_ci'], 1):>16}{_pm(p['forget'], None, 3):>8}"
                      f"{_pm(p['retain'], None, 3):>8}{(f'{cal:.0f}' if cal is not None else ''):>9}")
     return "\n".join(lines)
@@ -231,7 +244,9 @@ def _scenario(base: list[str], scenario: str, args: argparse.Namespace, t0: floa
     default = run_experiment(load_params(str(ROOT / "params.yaml"), [*overrides, "calibration.use_profile=false"]))
     points = points_of(default, "default")
     oracle_s = default["oracle"]["time/s"] if "time/s" in default.get("oracle", {}) else float("nan")
-    original_gap, original_ci = default["original"].get(GAP), default["original"].get("ci", {}).get(GAP)
+    base = default["original"]
+    original = {"gap": base.get(GAP), "gap_ci": base.get("ci", {}).get(GAP), "forget": base.get("forget/acc"),
+                "retain": base.get("retain/acc"), "test": base.get("test/acc")}
     calib_s: dict[str, float] = {}
     chosen: dict[str, Any] = {}
     if not args.no_calibrate:
@@ -245,8 +260,8 @@ def _scenario(base: list[str], scenario: str, args: argparse.Namespace, t0: floa
             print(f"[{time.perf_counter() - t0:6.0f} s] {scenario}: calibrated settings", flush=True)
             tuned = run_experiment(cal_params)
             points.update(points_of(tuned, "calibrated"))
-    return {"points": points, "front": pareto(points), "oracle_s": oracle_s, "calibration_s": calib_s,
-            "original_gap": original_gap, "original_gap_ci": original_ci,
+    return {"points": points, "front": pareto(points, original), "oracle_s": oracle_s, "calibration_s": calib_s,
+            "original": original, "original_gap": original["gap"], "original_gap_ci": original["gap_ci"],
             "calibration": chosen}
 
 

@@ -37,3 +37,12 @@ def test_default_settings_path_writes_points_front_and_plot(tmp_path):
         assert p["gap_ci"][0] <= p["gap"] <= p["gap_ci"][1]
     assert scenario["front"] and set(scenario["front"]) <= set(scenario["points"])
     assert out.with_suffix(".png").stat().st_size > 10_000
+
+
+def test_a_setting_that_left_the_model_untouched_is_marked_and_kept_off_the_front():
+    original = {"gap": 1.43, "forget": 1.0, "retain": 0.999}
+    points = {"noop": {"gap": 1.43, "speedup": 80.0, "forget": 1.0, "retain": 0.999},
+              "real": {"gap": 0.9, "speedup": 3.0, "forget": 0.995, "retain": 1.0},
+              "close": {"gap": 1.44, "speedup": 40.0, "forget": 0.998, "retain": 0.999}}
+    assert frontier.is_noop(points["noop"], original) and not frontier.is_noop(points["close"], original)
+    assert frontier.pareto(points, original) == ["real", "close"]
