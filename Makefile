@@ -10,7 +10,7 @@ export UV_LINK_MODE := copy
 export DVC_NO_ANALYTICS := 1
 export DO_NOT_TRACK := true
 
-.PHONY: run test lint clean
+.PHONY: run test lint clean stack-up stack-down stack-status
 
 $(UV):
 	$(PYTHON) -m venv .uvtool
@@ -26,6 +26,17 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check unlearning flows tests bench
 	$(VENV)/bin/python -m pytest
+
+# The local distributed stack (flows/stack.py): PostgreSQL, the MLflow server on it, a Dask scheduler and
+# workers, a DVC remote folder, all in .stack/; `set -a; . .stack/env; set +a` points the pipeline at it.
+stack-up: $(VENV)/.installed
+	$(VENV)/bin/python -m flows.stack up
+
+stack-down: $(VENV)/.installed
+	$(VENV)/bin/python -m flows.stack down
+
+stack-status: $(VENV)/.installed
+	$(VENV)/bin/python -m flows.stack status
 
 clean:
 	rm -rf $(VENV) .uvtool

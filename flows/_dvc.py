@@ -41,9 +41,10 @@ def enabled(root: Path) -> bool:
 
 
 @contextmanager
-def _repo(root: Path):
+def _repo(root: Path, config: dict | None = None):
     """A fresh `Repo` with the process inside `root`: DVC resolves paths (stage cache, targets) against
-    the cwd. Held under the lock, so only DVC calls see the change; the stages use absolute paths."""
+    the cwd. Held under the lock, so only DVC calls see the change; the stages use absolute paths.
+    `config` is merged over the repo's config files for this `Repo` only (nothing is written)."""
     from dvc.repo import Repo
 
     # DVC prints its log lines twice under another root logger unless told otherwise (STACK.md).
@@ -51,7 +52,7 @@ def _repo(root: Path):
     with _lock:
         old = os.getcwd()
         os.chdir(root)
-        repo = Repo(str(root))
+        repo = Repo(str(root), config=config)
         try:
             yield repo
         finally:
@@ -64,13 +65,69 @@ def _target(root: Path, stage: str) -> str:
     return f"{root / 'dvc.yaml'}:{stage}"
 
 
-def push_if_remote(root: Path, target: str = "data") -> bool:
-    """`dvc push <target>` when a default DVC remote is configured (DESIGN: the data version travels)."""
-    with _repo(root) as repo:
+REMOTE_ENV = "UNLEARN_DVC_REMOTE"
+REMOTE_NAME = "unlearn"  # the name the configured remote gets in DVC's runtime config
+
+
+def remote_url(root: Path, url: str | None = None) -> str | None:
+    """The DVC remote of `orchestration.dvc_remote`: `UNLEARN_DVC_REMOTE`, else `url` (the caller's
+    params), else params.yaml of `root`; None when none is set. A local path is made absolute (the
+    runtime config has no file for DVC to resolve it against)."""
+    url = os.environ.get(REMOTE_ENV) or url
+    if not url and (root / "params.yaml").exists():
+        from .settings import load
+
+        url = load(root, methods=False).orchestration.dvc_remote
+    if not url:
+        return None
+    return url if "://" in url else str(Path(url).expanduser().resolve())
+
+
+def _remote_config(root: Path, url: str | None) -> dict | None:
+    """Runtime config that makes the configured remote DVC's default: `.dvc/config` and
+    `.dvc/config.local` stay untouched (so git and `dvc status` stay clean); a remote that
+    `dvc remote add -d` put there is used when none is configured here."""
+    url = remote_url(root, url)
+    return None if url is None else {"core": {"remote": REMOTE_NAME}, "remote": {REMOTE_NAME: {"url": url}}}
+
+
+def push_if_remote(root: Path, target: str = "data", url: str | None = None) -> bool:
+    """`dvc push <target>` when a DVC remote is configured (DESIGN: the data version travels): the
+    one of `remote_url`, else the default remote of DVC's own config. False when there is none."""
+    with _repo(root, _remote_config(root, url)) as repo:
         if not repo.config.get("core", {}).get("remote"):
             return False
         repo.push(targets=[str(root / target)])
         return True
+
+
+def pull(root: Path, targets: list[str], url: str | None = None) -> None:
+    """`dvc pull` of `targets` (stage names such as `version_data`, or out paths) from the remote, into
+    `root`: what a worker that shares no disk with the driver calls before a stage.
+
+    `root` needs dvc.yaml and dvc.lock (the exact data version is the hashes in dvc.lock); a folder
+    without `.dvc/` is made a DVC repo first (no git), so a worker's empty folder works.
+    """
+    if not (root / "dvc.lock").exists():
+        raise FileNotFoundError(f"dvc pull needs {root / 'dvc.lock'} (it names the data version to fetch)")
+    config = _remote_config(root, url)
+    if not enabled(root):
+        from dvc.repo import Repo
+
+        Repo.init(str(root), no_scm=True).close()
+    with _repo(root, config) as repo:
+        if not repo.config.get("core", {}).get("remote"):
+            raise RuntimeError(f"no DVC remote to pull from: set {REMOTE_ENV} or orchestration.dvc_remote")
+        repo.pull(targets=[_pull_target(root, t) for t in targets])
+
+
+def _pull_target(root: Path, target: str) -> str:
+    """A stage of dvc.yaml (`version_data`, `unlearn@neggrad`) as `<root>/dvc.yaml:<stage>`, else an out path."""
+    import yaml
+
+    stages = (yaml.safe_load((root / "dvc.yaml").read_text()) or {}).get("stages", {}) \
+        if (root / "dvc.yaml").exists() else {}
+    return _target(root, target) if target.split("@")[0] in stages else str(root / target)
 
 
 @dataclass(eq=False)  # compared by identity

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .settings import mask_credentials
 
 RecordT = TypeVar("RecordT", bound="Record")
 
@@ -116,8 +118,13 @@ class StageRun(Record):
     stage: str
     run_id: str | None = None
     source: str = ""  # trained | reused | production vN | skipped | unchanged
-    tracking_uri: str = ""
+    tracking_uri: str = ""  # as shown to people: a password in it is masked (flows.settings.mask_credentials)
     reused_from: str | None = None  # the run that made the model this run reused
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _no_password(cls, v: str) -> str:
+        return mask_credentials(v)
 
     @staticmethod
     def path(root: Path, stage: str, method: str | None = None) -> Path:

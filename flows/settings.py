@@ -29,6 +29,9 @@ QUIET_ENV = {
     # log_model would copy uv.lock + pyproject.toml (0.5 MB) into every model: we pass pip_requirements.
     "MLFLOW_LOG_UV_FILES": "false",
     "MLFLOW_UV_AUTO_DETECT": "false",
+    # MLflow prints "View run <name> at: <tracking URI>/#/..." when a run ends on a server: with the URI's
+    # password, if it has one (measured with MLflow 3.17; tests/scale/test_stack.py).
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
 
 # Workspace layout (relative to the project root). DVC stage outs in dvc.yaml use the same paths.

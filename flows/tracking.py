@@ -17,17 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .settings import device_name, registered_model_name, tracking_uri
+from .settings import device_name, mask_credentials, registered_model_name, tracking_uri
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
-    """Nested params -> `{"train.lr": "0.001", ...}` (MLflow params are strings)."""
+    """Nested params -> `{"train.lr": "0.001", ...}` (MLflow params are strings; a password in a URI such
+    as `tracking.uri` is masked: params are shown to everyone who can read the experiment)."""
     out: dict[str, str] = {}
     if isinstance(obj, Mapping):
         for key, value in obj.items():
             out.update(flatten(value, f"{prefix}{key}."))
     else:
-        out[prefix.rstrip(".")] = json.dumps(obj) if isinstance(obj, list | tuple) else str(obj)
+        out[prefix.rstrip(".")] = mask_credentials(json.dumps(obj) if isinstance(obj, list | tuple) else str(obj))
     return out
 
 
