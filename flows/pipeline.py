@@ -5,6 +5,8 @@ stage in dvc.lock (`dvc commit`), shape (a) of DESIGN.md (`_dvc` says why, with 
 per-method stage that `dvc status` reports unchanged is not run again. Without `PREFECT_API_URL` the flow
 runs on Prefect's temporary local server. With `--set` overrides, the run is tracked in MLflow but not
 recorded in dvc.lock (the lock must describe params.yaml; use `dvc exp run -S` for that).
+With `orchestration.task_runner: dask` the model stages run on Dask workers instead, in a subflow that owns
+the `DaskTaskRunner` (flows.remote; flows.workspace says what travels where); the rest is the same.
 """
 
 from __future__ import annotations
@@ -67,8 +69,9 @@ def _raise_first_failure(futures: list) -> None:
 # each of its other seeds, unlearn[m/seed-s]) are chained so they never share the machine: the oracle's time is the speedup's denominator and each
 # method's wall time is a reported metric. Overlapping them saved only ~4 s of a 37 s flow body (4 methods,
 # 2 cores) but made the timings meaningless (finetune showed 1.5x instead of ~18x). The untimed
-# evaluate[m] tasks (each scoring its method's seeds) run concurrently after the last unlearn. Tasks exchange records (ids, URIs), never
-# models or tensors, so a Dask or Ray task runner can spread methods over machines.
+# evaluate[m] tasks (each scoring its method's seeds) run concurrently after the last unlearn. On Dask
+# (flows.remote) the same order holds, stage by stage on whichever worker is free; tasks there exchange
+# records, files and URIs, never models or tensors (flows.runner says why Dask and not Ray).
 @flow(name="unlearning_pipeline", log_prints=False)
 def unlearning_pipeline(root: str = ".", params_path: str = "params.yaml",
                         overrides: list[str] | None = None, wait: bool = False) -> dict[str, Any]:

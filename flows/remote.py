@@ -44,8 +44,11 @@ def _on_worker(payload: Payload) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     base = worker_base()
+    import os
+
+    # A worker's own MLFLOW_TRACKING_URI wins (its credentials stay in its environment); else the driver's.
     env = {"UNLEARN_LAUNCHER": "prefect", "UNLEARN_GIT_COMMIT": payload.git_commit,
-           "MLFLOW_TRACKING_URI": payload.tracking_uri}
+           "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI") or payload.tracking_uri}
     ws = None
     with environ(env):
         try:
@@ -162,7 +165,7 @@ _logs: dict[str, Any] = {}  # parent run -> the driver's console log (not pickla
 
 def on_dask(ctx: StageContext, record: bool) -> dict[str, dict[str, Any]]:
     """Run `stages_on_dask` with this run's DaskTaskRunner; label -> `{"record", "seconds", "unchanged", ...}`."""
-    from .runner import build_runner
+    from .runner import build_runner, prefect_api_for_workers
     from .workspace import remote_url
 
     remote = remote_url(ctx.root, ctx.params)
@@ -171,7 +174,8 @@ def on_dask(ctx: StageContext, record: bool) -> dict[str, dict[str, Any]]:
     _logs[str(ctx.parent_run_id)] = ctx.log
     try:
         sub = stages_on_dask.with_options(task_runner=build_runner(ctx.params))
-        return sub(str(ctx.root), ctx.params, str(ctx.parent_run_id), record, remote)
+        with prefect_api_for_workers(ctx.params):
+            return sub(str(ctx.root), ctx.params, str(ctx.parent_run_id), record, remote)
     finally:
         _logs.pop(str(ctx.parent_run_id), None)
 

@@ -8,13 +8,15 @@ stages in one process would share torch's thread pool and skew each other's timi
 documents, so a worker declaring `--resources GPU=1` runs one method at a time; a local cluster declares them
 on each of its workers.
 
-Why Dask and not Ray: measured with a trivial Prefect task, prefect-dask 0.3.7 against prefect-ray 0.6 (Ray
-2.60, in a throw-away venv outside the project), 2 local workers / 2 CPUs, on this 2-core machine shared with
-other work (load 6-7): see RUNNER_OVERHEAD below. Neither wins on overhead by a margin that matters next
-to a stage (seconds to minutes); Ray's per-task figure on fan-out was the worse one, and Ray adds a
-~100 MB dependency with its own object store and dashboard. Dask is chosen because the same `address`
-reaches SLURM (dask-jobqueue) and Kubernetes (dask-kubernetes), the stage payloads are small records (not
-arrays that Ray's object store would help with), and the resource annotations do what one GPU per method needs.
+Why Dask and not Ray: measured with a trivial Prefect task through prefect-dask 0.3.7 and prefect-ray 0.6 (Ray
+2.60, in a throw-away venv outside the project), 2 local workers on this shared 2-core machine, one run each
+(RUNNER_OVERHEAD): the whole flow, cluster start included, 41.6 s on Dask and 50.6 s on Ray; per task, 0.49 s
+against 0.29 s chained (each waits for the last, as the timed stages do) and 0.28 s against 0.57 s submitted
+at once (as the evaluate tasks are). Neither wins by a margin that matters next to a stage (seconds to
+minutes). Dask is chosen because the same `address` reaches SLURM (dask-jobqueue) and Kubernetes
+(dask-kubernetes), its per-task resources are what one GPU per method needs, the payloads are small records
+(no arrays for Ray's object store to help with), and Ray would add a large dependency with its own object
+store and dashboard.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ from typing import Any
 ADDRESS_ENV = "UNLEARN_DASK_ADDRESS"
 # Per-method stages: they ask for `orchestration.resources` (one GPU per method run).
 ANNOTATED = frozenset({"unlearn", "unlearn_seed", "evaluate"})
-# Measured in one run each (flows/ benchmark script kept out of the project: it needs Ray), seconds:
-# first task after the flow starts (cluster start + worker imports), then per task, 20 tasks chained
-# (each waits for the last, like the timed stages) and 20 submitted at once (like the evaluate fan-out).
+# Seconds, one run each (the script lives outside the project: it needs Ray): the flow with 41 trivial tasks,
+# cluster start included; the first task; then per task, 20 chained and 20 submitted at once. Workers were
+# pointed at the driver's temporary Prefect server (`prefect_api_for_workers`); without that, Dask's first task
+# took 117.8 s and each chained one 2.82 s.
 RUNNER_OVERHEAD = {
-    "dask": {"first_s": 117.8, "chained_per_task_s": 2.82, "fanout_per_task_s": 0.56},
-    "ray": {"first_s": 39.5, "chained_per_task_s": 0.38, "fanout_per_task_s": 2.26},
+    "dask": {"flow_s": 41.6, "first_s": 22.9, "chained_per_task_s": 0.49, "fanout_per_task_s": 0.28},
+    "ray": {"flow_s": 50.6, "first_s": 7.8, "chained_per_task_s": 0.29, "fanout_per_task_s": 0.57},
 }
 
 
@@ -53,8 +56,15 @@ def build_runner(params: Any):
         from prefect.task_runners import ThreadPoolTaskRunner
 
         return ThreadPoolTaskRunner()
+    import logging
+
     from prefect_dask import DaskTaskRunner
 
+    # Quiet as the rest of the run: Dask logs every connection at INFO, and a local cluster's shutdown logs
+    # the batched stream its killed workers closed as an error with a traceback (harmless: the run is over).
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # local workers inherit it
+    logging.getLogger("distributed").setLevel(logging.WARNING)
+    logging.getLogger("distributed.batched").setLevel(logging.CRITICAL)
     address = scheduler_address(params)
     if address:
         return DaskTaskRunner(address=address)
@@ -114,3 +124,25 @@ def environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@contextmanager
+def prefect_api_for_workers(params: Any) -> Iterator[None]:
+    """Point a local cluster's workers at this process's temporary Prefect server while they start.
+
+    Without `PREFECT_API_URL`, each worker process started a temporary Prefect server of its own, on the same
+    PREFECT_HOME database as ours: measured here, the first trivial task took 118 s and each chained one
+    2.8 s. Workers inherit the environment they are spawned with; a remote cluster needs PREFECT_API_URL set.
+    """
+    if not is_dask(params) or scheduler_address(params) or os.environ.get("PREFECT_API_URL"):
+        yield
+        return
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    server = SubprocessASGIServer._instances.get(None)
+    if get_current_settings().api.url or server is None or not server.running:  # a server is set, or none runs
+        yield
+        return
+    with environ({"PREFECT_API_URL": server.api_url}):
+        yield

@@ -178,3 +178,25 @@ def test_stage_times(dask_run, threads_run):
         if parts:  # what the worker and the driver measured lies within the driver's wall time for the stage
             assert 0 < sum(parts.values()) <= dask_out["stages"][name] + 0.05, (name, parts)
     print(f"{'flow body':32} {threads_out['seconds']:10.1f} {dask_out['seconds']:8.1f}")
+
+
+def test_a_rerun_on_dask_reuses_everything_and_leaves_dvc_lock_alone(dask_run, stores, cluster, threads_run):
+    """Content-key reuse and `dvc status` as in a local run: nothing new registered, dvc.lock unchanged."""
+    import mlflow
+
+    from flows.pipeline import unlearning_pipeline
+
+    root, out = dask_run
+    c = mlflow.MlflowClient(stores["tracking_uri"])
+    name = out["promotion"].registered_model
+    versions = len(c.search_model_versions(f"name = '{name}'"))
+    lock = (root / "dvc.lock").read_text()
+    old = _env("MLFLOW_TRACKING_URI", stores["tracking_uri"])
+    try:
+        again = unlearning_pipeline(root=str(root))
+    finally:
+        _restore("MLFLOW_TRACKING_URI", old)
+    assert len(c.search_model_versions(f"name = '{name}'")) == versions
+    assert (root / "dvc.lock").read_text() == lock
+    assert not again["timings"].keys() & {f"evaluate[{m}]" for m in METHODS}  # kept by the driver: unchanged
+    assert "up to date" in dvc(root, "status").stdout
