@@ -171,7 +171,8 @@ def test_outputs_travel_back_through_mlflow_artifacts_checked_by_hash(tmp_path, 
     (ws / "outputs/base/old.json").unlink()
     (ws / "outputs/base/model.pt").write_bytes(b"weights")
     (ws / "outputs/base/same.json").write_text("same")
-    run = mlflow.MlflowClient().create_run(mlflow.set_experiment("t").experiment_id)
+    client = mlflow.MlflowClient()  # no mlflow.set_experiment: it would stay active for the next tests
+    run = client.create_run(client.create_experiment("t"))
     bundle = upload(ws, before, run.info.run_id, "train_base/abc")
     assert set(bundle.files) == {"outputs/base/model.pt"} and bundle.removed == ["outputs/base/old.json"]
     origins = apply(driver, bundle, run.info.run_id)
