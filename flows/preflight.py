@@ -164,6 +164,30 @@ def ensure_store(uri: str, attempts: int = 3) -> None:
                 time.sleep(2.0 * (attempt + 1))
 
 
+def check_orchestration(root: Path, params: Any, uri: str) -> None:
+    """A Dask run has what workers without the driver's disk need: a DVC project whose data version they can
+    pull and, with a scheduler `address` (other machines), a tracking store that is a server and a DVC remote."""
+    from .runner import is_dask, scheduler_address
+    from .workspace import remote_url
+
+    if not is_dask(params):
+        return
+    if not (root / ".dvc").is_dir():
+        raise PreflightError(f"orchestration.task_runner is dask but {root} is not a DVC project (no .dvc/): "
+                             "workers get the data version from DVC; run `dvc init` or use task_runner threads")
+    address = scheduler_address(params)
+    if not address:
+        return  # a local cluster: the same machine, the driver's store and DVC cache are reachable
+    scheme = urlsplit(uri).scheme.split("+", 1)[0].lower() if "://" in uri else "file"
+    if scheme in ("sqlite", "file"):
+        raise PreflightError(f"orchestration.address {address}: workers on other machines cannot reach the local "
+                             f"tracking store {mask_credentials(uri)!r}; set MLFLOW_TRACKING_URI to an MLflow "
+                             "server (http://host:5000) or a database server")
+    if remote_url(root, params) is None:
+        raise PreflightError(f"orchestration.address {address}: no DVC remote for workers to pull the data version "
+                             "from; set orchestration.dvc_remote or UNLEARN_DVC_REMOTE (s3://..., gs://..., a path)")
+
+
 def check_run(root: Path, params: Any, dataset: Any | None = None) -> list[dict[str, Any]]:
     """Every up-front check of a run, cheapest first; the store is created (when new) only once all passed.
 
@@ -171,6 +195,7 @@ def check_run(root: Path, params: Any, dataset: Any | None = None) -> list[dict[
     """
     check_devices(params)
     uri = check_tracking(root, params)
+    check_orchestration(root, params, uri)
     if dataset is None:
         from unlearning.datasets import load_dataset
 

@@ -144,7 +144,12 @@ def owner_tags(model: str) -> dict[str, str]:
 
 
 def git_commit(root: Path) -> str:
-    """HEAD commit of the project (with `-dirty` when the work tree has changes), or `unknown`."""
+    """HEAD commit of the project (with `-dirty` when the work tree has changes), or `unknown`.
+
+    On a Dask worker (no checkout) it is the driver's, which the task sets in `UNLEARN_GIT_COMMIT`.
+    """
+    if os.environ.get("UNLEARN_GIT_COMMIT"):
+        return os.environ["UNLEARN_GIT_COMMIT"]
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=10).stdout.strip()
@@ -238,6 +243,7 @@ def stage_run(root: Path, params: Any, stage: str, *, run_name: str, parent_run_
 
     Tagged with its owner (`owner_tags`), so the next run can tell it was left RUNNING by a
     dead process (`flows.recovery`). A stage that reads the data version logs it as its input dataset.
+    Tagged with where it ran (`worker`: the Dask worker's name or `driver`, `worker.host`, `worker.device`).
     A `reused` stage (outputs kept, nothing computed) makes no run: it is listed on the parent run
     (`note_reused`) and yields a `RunInfo` without a run id.
     """
@@ -249,8 +255,11 @@ def stage_run(root: Path, params: Any, stage: str, *, run_name: str, parent_run_
         note_reused(parent_run_id, run_name + (f" from run {made_by}" if made_by else ""))
         yield RunInfo(None, exp_id)
         return
+    from .runner import worker_tags
+
+    device = device_name(params)
     base_tags = {"pipeline.stage": stage, "launcher": os.environ.get("UNLEARN_LAUNCHER", "dvc"),
-                 "git_commit": git_commit(root), "device": device_name(params),
+                 "git_commit": git_commit(root), "device": device, **worker_tags(device),
                  **owner_tags(registered_model_name(params))}
     base_tags.update(tags or {})
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, parent_run_id=parent_run_id,

@@ -1,0 +1,202 @@
+"""The pipeline on two Dask workers that cannot see the driver's folder (`scale`: not in the default suite).
+
+`mlflow server` on a sqlite file, a local-path DVC remote, and a `distributed.LocalCluster` of two worker
+processes, each moved into an empty folder of its own with an audit hook on the driver's project folder.
+The same project then runs with `task_runner: threads` against a store of its own, and both must agree.
+Run: `.venv/bin/python -m pytest -m scale tests/flows/test_dask_scale.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from flowtest_utils import TINY, dvc, make_project, new_store
+
+pytestmark = pytest.mark.scale
+
+METHODS = ["finetune", "neggrad"]
+TIMED = ("time/", "speedup")  # wall times differ between runs; everything else is deterministic
+
+
+def _tiny(**orchestration):
+    return {**TINY, ("unlearn", "methods"): METHODS, ("evaluate", "more_seeds"): [1],
+            **{("orchestration", k): v for k, v in orchestration.items()}}
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """The servers the workers use (swap for `make stack-up`'s in a combined test)."""
+    from dask_utils import servers
+
+    with servers(tmp_path_factory.mktemp("stores")) as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def driver_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("driver")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, driver_root):
+    from dask_utils import WorkerFolders
+    from distributed import Client, LocalCluster
+
+    workers = tmp_path_factory.mktemp("workers")
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as lc, \
+            Client(lc) as client:
+        client.register_plugin(WorkerFolders(str(workers), str(driver_root.resolve())))
+        yield client, workers
+
+
+def _env(key, value):
+    old = os.environ.get(key)
+    os.environ[key] = value
+    return old
+
+
+def _restore(key, old):
+    if old is None:
+        os.environ.pop(key, None)
+    else:
+        os.environ[key] = old
+
+
+@pytest.fixture(scope="module")
+def dask_run(driver_root, stores, cluster, prefect_harness):
+    from flows.pipeline import unlearning_pipeline
+
+    client, _ = cluster
+    root = make_project(driver_root / "project", _tiny(task_runner="dask", address=client.scheduler.address,
+                                                        dvc_remote=stores["dvc_remote"]))
+    old = _env("MLFLOW_TRACKING_URI", stores["tracking_uri"])
+    try:
+        out = unlearning_pipeline(root=str(root))
+    finally:
+        _restore("MLFLOW_TRACKING_URI", old)
+    return root, out
+
+
+@pytest.fixture(scope="module")
+def threads_run(tmp_path_factory, mlflow_template, dask_run):
+    from flows.pipeline import unlearning_pipeline
+
+    root = make_project(tmp_path_factory.mktemp("threads") / "project", _tiny())
+    old = _env("MLFLOW_TRACKING_URI", new_store(mlflow_template, root))
+    try:
+        out = unlearning_pipeline(root=str(root))
+    finally:
+        _restore("MLFLOW_TRACKING_URI", old)
+    return root, out
+
+
+def _children(uri, parent):
+    import mlflow
+
+    c = mlflow.MlflowClient(uri)
+    exp = c.get_experiment_by_name("unlearning")
+    return c.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
+
+
+def test_both_workers_ran_model_stages_and_the_driver_the_rest(dask_run, stores, cluster):
+    client, _ = cluster
+    runs = _children(stores["tracking_uri"], dask_run[1]["parent_run_id"])
+    where = [(r.info.run_name.split(" ")[0].split("[")[0], r.data.tags.get("worker")) for r in runs]
+    names = {str(w["name"]) for w in client.scheduler_info(n_workers=-1)["workers"].values()}
+    assert {w for n, w in where if n in ("version_data", "register_and_promote")} == {"driver"}, where
+    model_stages = {"train_base", "retrain_oracle", "unlearn", "evaluate"}
+    assert {n for n, _ in where} >= model_stages, where
+    assert {w for n, w in where if n in model_stages} == names, where  # both workers, none on the driver
+    for r in runs:
+        assert r.data.tags["worker.host"] and r.data.tags["worker.device"] == "cpu"
+        assert r.data.tags["git_commit"] != "unknown"  # the driver's commit, not the workspace's
+
+
+def test_no_worker_read_the_driver_folder(dask_run, cluster):
+    from dask_utils import seen, worker_folder_listing
+
+    client, _ = cluster
+    audits = client.run(seen)
+    assert all(not hits for hits in audits.values()), audits
+    for files in client.run(worker_folder_listing).values():  # only the DVC cache of the pulled data is kept
+        assert files and all(f.startswith("unlearn/dvc-cache/") for f in files), files[:10]
+
+
+def test_metrics_equal_a_threads_run(dask_run, threads_run):
+    for name in [*METHODS, "base", "oracle"]:
+        got = json.loads((dask_run[0] / "outputs/metrics" / f"{name}.json").read_text())
+        want = json.loads((threads_run[0] / "outputs/metrics" / f"{name}.json").read_text())
+        keys = {k for k, v in want.items() if isinstance(v, float) and not k.startswith(TIMED)}
+        assert keys and keys <= set(got), name
+        diff = {k: (got[k], want[k]) for k in keys if round(got[k], 3) != round(want[k], 3)
+                and abs(got[k] - want[k]) > 5e-4}
+        assert not diff, (name, diff)
+
+
+def test_registry_aliases_and_dvc_status(dask_run, threads_run, stores):
+    import mlflow
+
+    root, out = dask_run
+    decision, other = out["promotion"], threads_run[1]["promotion"]
+    assert decision.passing == other.passing and decision.refused == other.refused
+    c = mlflow.MlflowClient(stores["tracking_uri"])
+    model = c.get_registered_model(decision.registered_model)
+    for m in METHODS:
+        mv = c.get_model_version_by_alias(model.name, f"candidate-{m}")
+        assert mv.tags["method"] == m and mv.tags["role"] == "unlearned"
+    assert bool(decision.production) == bool(other.production)
+    if decision.production:
+        prod = c.get_model_version_by_alias(model.name, "production")
+        threads = mlflow.MlflowClient(f"sqlite:///{threads_run[0] / 'mlflow.db'}")
+        assert str(prod.version) == decision.production
+        assert prod.tags["method"] == threads.get_model_version(other.registered_model, other.production).tags["method"]
+    status = dvc(root, "status")
+    assert "up to date" in status.stdout, status.stdout
+
+
+def test_the_audit_sees_a_read_of_the_driver_folder(dask_run, cluster):
+    """The audit can fail: a worker that reads the driver's params.yaml is recorded."""
+    from dask_utils import seen
+
+    client, _ = cluster
+    target = str(dask_run[0] / "params.yaml")
+    client.run(lambda: open(target).close())  # noqa: SIM115 - the read the audit must see
+    assert all(any(target in hit for hit in hits) for hits in client.run(seen).values())
+
+
+def test_stage_times(dask_run, threads_run):
+    """Per-stage wall times of both runs (printed with -s), and where a stage's time went on a worker."""
+    dask_out, threads_out = dask_run[1], threads_run[1]
+    assert set(dask_out["stages"]) == set(threads_out["stages"])
+    print(f"\n{'stage':32} {'threads s':>10} {'dask s':>8}  on the worker / driver")
+    for name, seconds in threads_out["stages"].items():
+        parts = dask_out["timings"].get(name, {})
+        print(f"{name:32} {seconds:10.1f} {dask_out['stages'][name]:8.1f}  "
+              + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
+        if parts:  # what the worker and the driver measured lies within the driver's wall time for the stage
+            assert 0 < sum(parts.values()) <= dask_out["stages"][name] + 0.05, (name, parts)
+    print(f"{'flow body':32} {threads_out['seconds']:10.1f} {dask_out['seconds']:8.1f}")
+
+
+def test_a_rerun_on_dask_reuses_everything_and_leaves_dvc_lock_alone(dask_run, stores, cluster, threads_run):
+    """Content-key reuse and `dvc status` as in a local run: nothing new registered, dvc.lock unchanged."""
+    import mlflow
+
+    from flows.pipeline import unlearning_pipeline
+
+    root, out = dask_run
+    c = mlflow.MlflowClient(stores["tracking_uri"])
+    name = out["promotion"].registered_model
+    versions = len(c.search_model_versions(f"name = '{name}'"))
+    lock = (root / "dvc.lock").read_text()
+    old = _env("MLFLOW_TRACKING_URI", stores["tracking_uri"])
+    try:
+        again = unlearning_pipeline(root=str(root))
+    finally:
+        _restore("MLFLOW_TRACKING_URI", old)
+    assert len(c.search_model_versions(f"name = '{name}'")) == versions
+    assert (root / "dvc.lock").read_text() == lock
+    assert not again["timings"].keys() & {f"evaluate[{m}]" for m in METHODS}  # kept by the driver: unchanged
+    assert "up to date" in dvc(root, "status").stdout
