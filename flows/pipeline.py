@@ -25,7 +25,7 @@ from .ledger import Ledger, LedgerError
 from .locks import hold
 from .preflight import check_run
 from .runner import is_dask
-from .settings import device_name, is_service, load, quiet_env, registered_model_name
+from .settings import device_name, is_service, load, mask_credentials, quiet_env, registered_model_name
 from .stage_guard import stage_task
 from .stages import label
 from .tracking import flatten, git_commit, log_parent_summary, owner_tags, setup_mlflow
@@ -47,7 +47,7 @@ def _start_parent(root: Path, params: Any, overrides: list[str]) -> str:
     client = mlflow.MlflowClient()
     run = client.create_run(exp_id, run_name=name, tags={
         "pipeline.stage": "pipeline", "launcher": "prefect", "git_commit": git_commit(root),
-        "device": device_name(params), "overrides": " ".join(overrides), "methods": ",".join(params.unlearn.methods),
+        "device": device_name(params), "overrides": mask_credentials(" ".join(overrides)), "methods": ",".join(params.unlearn.methods),
         "requests": ",".join(r["hash"] for r in pending), **owner_tags(registered_model_name(params))})
     dumped = {**params.model_dump(exclude={"unlearn"}), "unlearn": params.methods_dump()}
     items = [Param(k, v[:6000]) for k, v in flatten(dumped).items()]

@@ -90,7 +90,7 @@ def stage_task(ctx: StageContext, stage: str, method: str | None = None, record:
     if record:
         _dvc.commit(ctx.root, [address(stage, method, seed)])
         if stage == "version_data":
-            _dvc.push_if_remote(ctx.root, "data")
+            _dvc.push_if_remote(ctx.root, "data", ctx.params.orchestration.dvc_remote)
             record_profiles(ctx.root)  # the calibration profiles, a dependency of unlearn@<m> (flows.profiles)
     crash_point(f"after:{name}")
     if ctx.log is not None:

@@ -178,17 +178,13 @@ def pull_data(ws: Path, remote: str, cache: Path) -> None:
         repo.pull(targets=[str(ws / DATA_DIR)])
 
 
-REMOTE_ENV = "UNLEARN_DVC_REMOTE"
-
-
 def remote_url(root: Path, params: Any) -> str | None:
     """The DVC remote workers pull the data version from: `UNLEARN_DVC_REMOTE`, `orchestration.dvc_remote`,
     the project's default DVC remote, else (a local cluster only: same machine) the driver's DVC cache."""
-    import os
-
+    from . import _dvc
     from .runner import scheduler_address
 
-    url = os.environ.get(REMOTE_ENV) or params.orchestration.dvc_remote or default_remote(root)
+    url = _dvc.remote_url(root, params.orchestration.dvc_remote) or default_remote(root)
     if url is None and not scheduler_address(params) and (root / ".dvc").is_dir():
         url = str(root / ".dvc" / "cache")  # DVC 3's cache has a remote's layout (files/md5/...)
     return url
