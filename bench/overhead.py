@@ -92,6 +92,7 @@ for name in ("log_metric", "log_metrics", "log_param", "log_params", "log_artifa
     wrap(mlflow, name, "mlflow")
 rc = flows.cli.main(["run", *sys.argv[1:]])
 print("OVERHEAD-JSON " + json.dumps({"rc": rc, "t0": T0, "end": time.perf_counter(), "spans": spans}))
+sys.exit(rc)
 '''
 
 
@@ -111,7 +112,7 @@ def run_child(clone: Path, label: str, *args: str) -> dict:
                           text=True, env={**os.environ, "PYTHONPATH": str(clone)})
     wall = time.perf_counter() - t0
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("OVERHEAD-JSON ")), None)
-    if proc.returncode != 0 or line is None:
+    if proc.returncode != 0 or line is None or json.loads(line.split(" ", 1)[1])["rc"] != 0:
         raise SystemExit(f"{label} run failed (rc {proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
     data = json.loads(line.split(" ", 1)[1])
     spans = data["spans"]
