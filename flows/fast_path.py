@@ -42,8 +42,8 @@ class _Doubt(Exception):
 def skip_run(root: Path, params_path: str, overrides: list[str], force: bool) -> bool:
     """Print the one line and return True when nothing changed (and not `force`); else say why the flow runs."""
     line, why = (None, "--force") if force else decide(root, params_path, overrides)
-    print(line or f"unlearn run ({why}): loading params, torch, MLflow and Prefect (a local Prefect server "
-          "starts in 5-17 s) ...", file=None if line else sys.stderr, flush=True)
+    print(line or "unlearn run: loading params, torch, MLflow and Prefect (a local Prefect server starts in "
+          f"5-17 s; the flow runs: {why}) ...", file=None if line else sys.stderr, flush=True)
     return line is not None
 
 
