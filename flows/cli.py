@@ -54,18 +54,20 @@ def _dataset(params):
 
 
 def cmd_run(args) -> int:
+    from .fast_path import skip_run
     from .preflight import check_run
     from .records import StageRun
     from .settings import RUNS_DIR, mask_credentials, tracking_uri
 
     root = args.root.resolve()
+    if skip_run(root, args.params, args.overrides, args.force):  # nothing changed: one line, no flow started
+        return 0
     params = _params(args)
     dataset = _dataset(params)
     pending = check_run(root, params, dataset)  # request vs dataset, devices, tracking store: before anything
     if pending:
-        n_ids = len({i for r in pending for i in r["ids"]})
-        print(f"processing {len(pending)} pending deletion request(s): {n_ids} sample ids "
-              f"({', '.join(r['hash'] for r in pending)})", file=sys.stderr)
+        print(f"processing {len(pending)} pending deletion request(s): {len({i for r in pending for i in r['ids']})} "
+              f"sample ids ({', '.join(r['hash'] for r in pending)})", file=sys.stderr)
     from .pipeline import unlearning_pipeline
     from .recovery import held_run
 
@@ -208,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "register_and_promote once, on Prefect's temporary local server.")
     _common(p)
     p.add_argument("--wait", action="store_true", help=WAIT_HELP)
+    p.add_argument("--force", action="store_true", help="run the flow even when nothing changed (flows.fast_path)")
     p.set_defaults(fn=cmd_run)
 
     p = sub.add_parser("request", help="record a deletion request (pending until the next run)",
@@ -269,9 +272,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     debug = args.debug or os.environ.get("UNLEARN_DEBUG", "") not in ("", "0")
-    if args.command == "run":  # the first line at once: imports and Prefect's local server take 10-30 s
-        print("unlearn run: loading params, torch, MLflow and Prefect (a local Prefect server starts in 5-17 s) ...",
-              file=sys.stderr, flush=True)
     from .settings import quiet_env
 
     if args.command in ("run", "calibrate") and not debug:

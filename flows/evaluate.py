@@ -117,8 +117,8 @@ def evaluate(ctx: StageContext, method: str) -> EvalRecord:
         models = {"original": original, "unlearned": model} | ({"oracle": oracle} if oracle is not None else {})
         with cpu_threads(EVAL_CPU_THREADS, device):  # small predictions, like evaluate's own (see there)
             cms = confusions(split, models)  # each model scored on the test set once, for PNGs and CSV
-            pngs = write_pngs(outdir, method, split, models, cms)
-            write_per_class(csv_path, split, models, cms)
+            bars = write_per_class(csv_path, split, models, cms)[1]
+            pngs = write_pngs(outdir, method, split, models, cms, bars=bars)
             details = model_details(model, split)  # the report's distributions and per-class accuracy
         for path in (*pngs, csv_path):
             mlflow.log_artifact(str(path), "plots")

@@ -36,6 +36,15 @@ def confusions(split, models: dict[str, Any]) -> dict[str, Any]:
             for label, m in models.items()}
 
 
+def _fit(fig, classes: Sequence[str] = (), **margins: float) -> None:
+    """Fixed margins for short class names; `tight_layout` (which lays every text out to measure it: a third
+    of a small figure's cost) only where names are many or long and could be clipped."""
+    if len(classes) > 10 or max((len(str(c)) for c in classes), default=0) > 8:
+        fig.tight_layout()
+    else:
+        fig.subplots_adjust(**margins)
+
+
 def _per_class_bars(ax, classes: Sequence[str], acc: Mapping[str, Sequence[float]], title: str) -> None:
     """Grouped bars of per-class test accuracy, one colour per model (nan: no bar)."""
     import numpy as np
@@ -49,11 +58,15 @@ def _per_class_bars(ax, classes: Sequence[str], acc: Mapping[str, Sequence[float
 
 
 def write_pngs(outdir: Path, method: str, split, models: dict[str, Any],
-               cms: dict[str, Any] | None = None) -> list[Path]:
+               cms: dict[str, Any] | None = None, bars: Path | None = None) -> list[Path]:
     """Per-class accuracy bars, confusion matrix and MIA histograms as PNGs; returns the files.
 
-    `cms`: the models' test confusion matrices when the caller has them (`confusions`).
+    `cms`: the models' test confusion matrices when the caller has them (`confusions`). `bars`: the method's
+    DVC plot (`write_per_class`), the same chart, copied rather than drawn again (each figure costs 0.5-1 s
+    of a busy 2-core CPU, under the GIL that the flow's concurrent evaluate tasks share).
     """
+    import shutil
+
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -63,22 +76,22 @@ def write_pngs(outdir: Path, method: str, split, models: dict[str, Any],
     files = []
     if ds.task == "classification":
         cms = confusions(split, models) if cms is None else cms
-        fig = Figure(figsize=(7, 3.2))
-        _per_class_bars(fig.subplots(), ds.classes, {label: class_accuracies(cm) for label, cm in cms.items()},
-                        f"{method}: per-class test accuracy")
-        fig.tight_layout()
         files.append(outdir / "per_class_accuracy.png")
-        fig.savefig(files[-1], dpi=DPI)
+        if bars is not None and bars.exists():
+            shutil.copyfile(bars, files[-1])
+        else:
+            _save_bars(files[-1], ds.classes, {k: class_accuracies(cms[k]) for k in ROLES if k in cms},
+                       f"{method}: per-class test accuracy")
 
         fig = Figure(figsize=(4.6, 4))
         ax = fig.subplots()
+        _fit(fig, ds.classes, left=0.12, right=0.97, bottom=0.12, top=0.92)  # before the colorbar takes its share
         im = ax.imshow(cms["unlearned"], cmap="Blues")
         ax.set(xlabel="predicted", ylabel="true", title=f"{method}: confusion (test)")
         if ds.num_classes <= 20:
             ax.set_xticks(range(ds.num_classes), ds.classes)
             ax.set_yticks(range(ds.num_classes), ds.classes)
         fig.colorbar(im, ax=ax)
-        fig.tight_layout()
         files.append(outdir / "confusion_matrix.png")
         fig.savefig(files[-1], dpi=DPI)
 
@@ -92,7 +105,7 @@ def write_pngs(outdir: Path, method: str, split, models: dict[str, Any],
             ax.hist(values[np.isfinite(values)], bins=40, density=True, histtype="step", label=part, linewidth=1.5)
     ax.set(xlabel=f"per-sample {signal}", ylabel="density", title=f"{method}: MIA signal ({signal})")
     ax.legend()
-    fig.tight_layout()
+    _fit(fig, left=0.1, right=0.97, bottom=0.15, top=0.9)
     files.append(outdir / "mia_histogram.png")
     fig.savefig(files[-1], dpi=DPI)
     return files
@@ -132,7 +145,7 @@ def _save_bars(png: Path, classes: Sequence[str], acc: Mapping[str, Sequence[flo
 
     fig = Figure(figsize=(7, 3.2))
     _per_class_bars(fig.subplots(), classes, acc, title)
-    fig.tight_layout()
+    _fit(fig, classes, left=0.08, right=0.84, bottom=0.1, top=0.9)  # the legend sits right of the axes
     fig.savefig(png, dpi=DPI)
 
 

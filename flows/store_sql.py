@@ -76,6 +76,19 @@ class SqliteStore:
                           "key='production_history'", WORKSPACE, name)
         return [v for v in (rows[0][0] if rows else "").split(",") if v]
 
+    def running_runs(self, experiment: str) -> int:
+        """How many runs of `experiment` are RUNNING (live ones, or left so by a dead process)."""
+        return self._rows("SELECT count(*) FROM runs r JOIN experiments e ON e.experiment_id = r.experiment_id "
+                          "WHERE e.workspace=? AND e.name=? AND r.status='RUNNING' AND r.lifecycle_stage='active'",
+                          WORKSPACE, experiment)[0][0]
+
+    def parent_run(self, run_id: str) -> tuple[str, int | None]:
+        """(the parent run of `run_id`, else itself; that run's start time in ms)."""
+        parent = self._rows("SELECT value FROM tags WHERE run_uuid=? AND key='mlflow.parentRunId'", run_id)
+        run_id = parent[0][0] if parent else run_id
+        start = self._rows("SELECT start_time FROM runs WHERE run_uuid=?", run_id)
+        return run_id, start[0][0] if start else None
+
     def entries(self, dataset: str | None = None) -> list[dict[str, Any]]:
         """The deletion ledger (`flows.ledger.Ledger.entries`), oldest first."""
         runs = self._rows(
