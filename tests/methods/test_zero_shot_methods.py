@@ -164,7 +164,7 @@ def test_mnemonic_refuses_a_model_trained_without_codes(class_split, cnn_origina
     (EMMNConfig, {"update": "body"}),
     (GKTConfig, {"cycles": 0}), (GKTConfig, {"threshold": 1.5}), (GKTConfig, {"beta_at": -1}),
     (MnemonicConfig, {"lambda1": 0}), (MnemonicConfig, {"lambda2": -1}), (MnemonicConfig, {"forget_prob": 1.0}),
-    (MnemonicConfig, {"lambda_min": 20.0}),
+    (MnemonicConfig, {"lambda_min": 20.0}), (MnemonicConfig, {"ratio_quantiles": [1.0]}),
 ])
 def test_configs_reject_bad_values(cls, bad):
     with pytest.raises(ValidationError):
