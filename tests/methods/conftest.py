@@ -42,12 +42,17 @@ def mlp_original(class_split):
 
 
 @pytest.fixture(scope="session")
-def coded_cnn(class_split):
-    """The cnn trained with mnemonic codes mixed in, for the `mnemonic` method."""
-    ds = class_split.dataset
-    codes = make_codes(ds.num_classes, ds.in_shape, seed=0)
-    # The pooled head: the MNIST λ defaults do not reach far enough on the flat head (see MnemonicConfig).
-    loss_fn = code_mixing_loss(codes, 0.1, torch.Generator().manual_seed(0))
-    model = _train_original("cnn", class_split, loss_fn, head="gap")
-    model.extra = {"mnemonic_codes": codes}
-    return model
+def coded(class_split):
+    """`coded(name)`: a digits model trained with mnemonic codes mixed in (t_mix 0.1), for the `mnemonic`
+    method; one per architecture per session (the flat-head cnn: see MnemonicConfig)."""
+    ds, cache = class_split.dataset, {}
+
+    def get(name: str):
+        if name not in cache:
+            codes = make_codes(ds.num_classes, ds.in_shape, seed=0)
+            loss_fn = code_mixing_loss(codes, 0.1, torch.Generator().manual_seed(0))
+            cache[name] = _train_original(name, class_split, loss_fn)
+            cache[name].extra = {"mnemonic_codes": codes}
+        return cache[name]
+
+    return get

@@ -14,8 +14,10 @@ from pydantic import ValidationError
 from unlearning.methods import unlearn
 from unlearning.methods.bad_teaching import BadTeachingConfig
 from unlearning.methods.nabla_tau import NablaTauConfig
+from unlearning.methods.neggrad_plus import NegGradPlusConfig
 from unlearning.methods.salun import SalunConfig, saliency_mask
 from unlearning.methods.scrub import ScrubConfig
+from unlearning.methods.space import LogUniform
 from unlearning.methods.ssd import SsdConfig
 from unlearning.methods.unsir import UnsirConfig
 from unlearning.metrics import accuracy
@@ -79,6 +81,19 @@ def test_unsir_refuses_random_requests(cnn_original, random_split) -> None:
 def test_bad_config_values_are_rejected(config, kwargs) -> None:
     with pytest.raises(ValidationError, match=next(iter(kwargs))):
         config(**kwargs)
+
+
+def test_neggrad_plus_weights_the_forget_term_on_a_log_scale() -> None:
+    """SCRUB's alpha is accepted and stored as forget_weight = 1 - alpha, the searched knob (log scale)."""
+    assert NegGradPlusConfig(alpha=0.95).forget_weight == pytest.approx(0.05)
+    assert NegGradPlusConfig().alpha == pytest.approx(0.99)
+    space = NegGradPlusConfig.search_space["forget_weight"]
+    assert isinstance(space, LogUniform) and (space.low, space.high) == (1e-3, 0.1)
+    assert "alpha" not in NegGradPlusConfig.search_space
+    with pytest.raises(ValidationError, match="not both"):
+        NegGradPlusConfig(alpha=0.95, forget_weight=0.01)
+    with pytest.raises(ValidationError, match="alpha"):
+        NegGradPlusConfig(alpha=1.5)
 
 
 def test_bad_config_through_unlearn(cnn_original, class_split) -> None:

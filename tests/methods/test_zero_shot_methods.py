@@ -55,10 +55,16 @@ def _check_forgets(check, result, original, split) -> None:
 # ----------------------------------------------------------------------------- zero-shot
 
 @pytest.mark.behaviour
-def test_emmn_forgets_without_any_data(class_split, cnn_original, check):
-    result = unlearn("emmn", cnn_original, _no_data(class_split), seed=0)
+@pytest.mark.parametrize("arch", ["cnn", "mlp"])
+def test_emmn_forgets_without_any_data(arch, request, class_split, check):
+    """Within 2 points of the oracle's forget accuracy (0 on a class request). Measured forget 0 % on both
+    architectures, inits 0-2, seeds 0-2, under ATEN_CPU_CAPABILITY avx2 and default; the all-layer update
+    it replaced left the mlp at 74-96 % and the cnn at 0-77 % depending on seed and CPU."""
+    original = request.getfixturevalue(f"{arch}_original")
+    result = unlearn("emmn", original, _no_data(class_split), seed=0)
     assert result.touched == []
-    _check_forgets(check, result, cnn_original, class_split)
+    check("forget-train acc (oracle: 0)", _acc(result.model, class_split.forget()), "<=", 0.02)
+    _check_forgets(check, result, original, class_split)
 
 
 def test_emmn_trains_only_the_head_by_default(class_split, mlp_original):
@@ -127,10 +133,23 @@ def test_code_mixing_loss_replaces_with_probability_t_mix():
 
 
 @pytest.mark.behaviour
-def test_mnemonic_forgets_from_codes_only(class_split, coded_cnn, check):
-    result = unlearn("mnemonic", coded_cnn, _no_data(class_split), seed=0)
+@pytest.mark.parametrize("arch", ["cnn", "mlp"])
+def test_mnemonic_forgets_from_codes_only(arch, coded, class_split, check):
+    """One rule for both architectures: λ is chosen on the codes (measured forget 0 %, retain-test within
+    0.4 (mlp) / 1.5 (cnn) points); the official λ1/λ2 rule left 86-99 % of the class on these two."""
+    model = coded(arch)
+    result = unlearn("mnemonic", model, _no_data(class_split), seed=0)
     assert result.touched == ["mnemonic"]
-    _check_forgets(check, result, coded_cnn, class_split)
+    _check_forgets(check, result, model, class_split)
+
+
+def test_mnemonic_official_rule_is_kept(class_split, coded):
+    """scale='official' is the published θ ± min(λ1, λ2/max r)·r: at λ1 1e-3 it barely moves this mlp."""
+    out = unlearn("mnemonic", coded("mlp"), class_split, MnemonicConfig(scale="official"), seed=0).model
+    moved = max(float((a - b).detach().abs().max())
+                for a, b in zip(coded("mlp").parameters(), out.parameters(), strict=True))
+    assert 0.0 < moved <= 10.0  # the largest step of any tensor is at most λ2
+    assert _acc(out, class_split.forget()) > 0.5
 
 
 def test_mnemonic_refuses_a_model_trained_without_codes(class_split, cnn_original):
@@ -144,7 +163,8 @@ def test_mnemonic_refuses_a_model_trained_without_codes(class_split, cnn_origina
     (EMMNConfig, {"noise_lr": 0}), (EMMNConfig, {"noise_per_class": 0}), (EMMNConfig, {"min_noise_l2": -1}),
     (EMMNConfig, {"update": "body"}),
     (GKTConfig, {"cycles": 0}), (GKTConfig, {"threshold": 1.5}), (GKTConfig, {"beta_at": -1}),
-    (MnemonicConfig, {"lambda1": 0}), (MnemonicConfig, {"lambda2": -1}),
+    (MnemonicConfig, {"lambda1": 0}), (MnemonicConfig, {"lambda2": -1}), (MnemonicConfig, {"forget_prob": 1.0}),
+    (MnemonicConfig, {"lambda_min": 20.0}), (MnemonicConfig, {"ratio_quantiles": [1.0]}),
 ])
 def test_configs_reject_bad_values(cls, bad):
     with pytest.raises(ValidationError):

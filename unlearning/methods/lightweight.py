@@ -4,7 +4,8 @@ METHODS.md §7.
 [UNVERIFIED] reconstruction: no official code exists and only the abstract was retrievable ("small
 perturbation of the weight of the target model and make it iterate in the direction of the model trained
 with the remaining data subset until the contribution of the unlearning data ... is eliminated"; "15 times
-faster than retraining"). Both readings of METHODS.md §7 are implemented as `variant`s.
+faster than retraining"). METHODS.md §7's two readings (A, B) and a third, C, toward a net trained from
+scratch on a small part of D_r (the default: the only one that forgets a class), are `variant`s.
 
 The stopping test READS THE FORGET SET: it is part of the reconstructed algorithm ("until the contribution
 ... is eliminated"), not hyperparameter tuning. Nothing else looks at forget-set metrics: the perturbation
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from typing import ClassVar, Literal
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -25,28 +27,45 @@ from ..data import Samples
 from ..training import make_optimizer, optimize, predict, task_loss
 from ._common import cycle
 from .base import MethodConfig, UnlearnInputs, register_method
+from .gkt import fresh_network
 from .space import Dist, LogUniform
 
 
 class LightweightConfig(MethodConfig):
-    """METHODS.md §7's suggestions: σ 0.01·std, SGD 0.01 momentum 0.9, at most k = 5 epochs; δ 0.02.
+    """Default: variant C, `toward_scratch`, the reading "perturb, then iterate toward a model trained from
+    scratch on a small subset of D_r"; A and B are METHODS.md §7's two readings (σ 0.01·std, SGD 0.01
+    momentum 0.9, at most k = 5 epochs, δ 0.02).
 
-    Measured on digits (mlp, seed 0, CPU; see tests/methods/test_random_subset_methods.py): for a random 10 %
-    request the test passes at the first check (forget 100 % vs val 98.6 %: digits has almost no
-    generalisation gap), 0.01 s against ~2 s for retraining. For class 3 it never passes within 5 epochs:
-    fine-tuning on D_r keeps the class (forget-train accuracy 95 % at σ 0.01, 91 % at σ 0.3, 65 % at σ 1.0
-    with test accuracy falling to 92.7 %), so variant A is a weak class unlearner; σ stays at the suggested
-    "small perturbation" 0.01. Variant B behaves the same (forget 99 % on class 3).
+    Measured on digits class 3 (CPU, method seeds 0-2; originals: mlp 30 epochs, retain-test 96.5 %; cnn
+    15 epochs, 98.4 %; the oracle forgets fully at 96.5 % / 98.4 %; speed-up = oracle time / method time
+    in the same process):
+    * A and B cannot forget a class: fine-tuning on D_r keeps it (forget-train 95 % at σ 0.01, 65 % at
+      σ 1.0 with test accuracy down to 92.7 %; B 99 %).
+    * C, with the iteration in weight space (θ ← θ + η(θ_ref − θ)): forgets, but a net trained from another
+      init is not linearly connected to θ_o, so the path crosses a loss barrier: retain-test 85.6-93.0 %
+      (mlp), 71-84 % (cnn) when forget reaches 0.
+    * C in function space (what is kept): steps of KL(θ_ref ‖ θ) on forget batches + CE on retain batches
+      (Adam `pull_lr`), the stopping test after every step (every 5: the cnn lost 2-3 more points).
+      Forget 0-1.4 % after 2-5 steps; retain-test 95.3-96.5 % (mlp, 20-30x faster than retraining),
+      96.9-98.4 % (cnn, 15-17x); on the tests' 15-epoch mlp 92.6-95.3 % (96.1 %), 39-44x. θ_ref: 5 %
+      of D_r for 10 epochs (0.25 s on the mlp); 5 epochs left the mlp at 80.5 %, 10 % of D_r cost speed
+      and gained nothing. The two batches go through one forward pass: on forget-only batches BatchNorm's
+      batch statistics taught the cnn a rule that eval mode did not follow (forget back to 66 % at 20
+      steps). Stopping at the test matters: continuing the pull overshoots into the retained classes
+      (mlp retain-test 77 % at step 10, back to 96 % at step 20), and retain-only steps after the stop
+      brought the class back on the mlp (forget 6-14 % after 10 steps with a fresh optimiser).
+    * Random 10 %: the test passes before any step (digits has no generalisation gap: forget 100 %, val
+      98.6 %), so C returns θ_o + ε without training its reference.
     """
 
-    variant: Literal["perturb_finetune", "toward_reference"] = "perturb_finetune"
+    variant: Literal["toward_scratch", "perturb_finetune", "toward_reference"] = "toward_scratch"
     sigma: float = Field(0.01, ge=0.0)  # ε ~ N(0, (sigma · std(θ_tensor))²) per parameter tensor
     lr: float = Field(0.01, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)
     batch_size: int = Field(64, ge=1)
     max_epochs: int = Field(5, ge=1)  # k: the stopping test's budget (in epochs over D_r)
-    check_every: int = Field(5, ge=1)  # steps (A) or interpolation iterations (B) between stop tests
+    check_every: int = Field(1, ge=1)  # steps (A, C) or interpolation iterations (B) between stop tests
     delta: float = Field(0.02, ge=0.0, le=1.0)  # δ of "forget acc ≤ reference acc + δ"
     # Variant B ("toward_reference"): θ_ref = θ_perturbed fine-tuned on a fraction of D_r, then
     # θ ← θ + η (θ_ref − θ) until the stopping test passes (at most max_iters iterations).
@@ -54,8 +73,17 @@ class LightweightConfig(MethodConfig):
     ref_fraction: float = Field(1.0, gt=0.0, le=1.0)
     eta: float = Field(0.2, gt=0.0, le=1.0)
     max_iters: int = Field(20, ge=1)
-    # Tuned on proxy requests (unlearning.calibration): perturbation scale and fine-tuning step size.
-    search_space: ClassVar[dict[str, Dist]] = {"sigma": LogUniform(1e-3, 1.0), "lr": LogUniform(1e-3, 0.1)}
+    # Variant C ("toward_scratch"): θ_ref = a fresh network trained on `scratch_fraction` of D_r for
+    # `scratch_epochs` (Adam `scratch_lr`); then steps of KL(θ_ref ‖ θ) on forget batches + CE on retain
+    # batches (Adam `pull_lr`) until the stopping test passes, at most `max_steps`.
+    scratch_fraction: float = Field(0.05, gt=0.0, le=1.0)
+    scratch_epochs: int = Field(10, ge=1)
+    scratch_lr: float = Field(1e-3, gt=0.0)
+    pull_lr: float = Field(1e-3, gt=0.0)
+    max_steps: int = Field(100, ge=1)
+    # Tuned on proxy requests (unlearning.calibration): perturbation scale and the pull's step size (the
+    # default variant's; A and B step at `lr`).
+    search_space: ClassVar[dict[str, Dist]] = {"sigma": LogUniform(1e-3, 1.0), "pull_lr": LogUniform(1e-4, 1e-2)}
 
 
 @torch.no_grad()
@@ -117,6 +145,49 @@ def _perturb_finetune(model: nn.Module, inputs: UnlearnInputs, cfg: LightweightC
     return model, False
 
 
+def _scratch_reference(model: nn.Module, inputs: UnlearnInputs, cfg: LightweightConfig,
+                       gen: torch.Generator) -> nn.Module:
+    """A fresh network of the same architecture trained briefly on a small random part of D_r; frozen."""
+    data = inputs.retain_subset(fraction=cfg.scratch_fraction)
+    ref = fresh_network(model, seed=inputs.seed * 7_919 + 5).to(inputs.device)
+    opt = make_optimizer(ref.parameters(), "adam", cfg.scratch_lr)
+    for _ in range(cfg.scratch_epochs):
+        optimize(ref, lambda m, x, y: task_loss(m(x), y), data.batches(cfg.batch_size, generator=gen), opt)
+    ref.eval()
+    for p in ref.parameters():
+        p.requires_grad_(False)
+    return ref
+
+
+def _toward_scratch(model: nn.Module, inputs: UnlearnInputs, cfg: LightweightConfig, stop: StoppingTest,
+                    gen: torch.Generator) -> tuple[nn.Module, bool]:
+    if stop(model, 0):  # nothing to eliminate: skip the reference too
+        return model, True
+    ref = _scratch_reference(model, inputs, cfg, gen)
+    forget_stream = cycle(inputs.forget, cfg.batch_size, gen)
+    retain_stream = cycle(inputs.retain, cfg.batch_size, gen)
+
+    def pull(m: nn.Module, xr: Tensor, yr: Tensor) -> Tensor:
+        xf, _ = next(forget_stream)
+        with torch.no_grad():
+            target = F.softmax(ref(xf).float(), 1)  # [B, C]: what a model that never saw D_f says
+        # One forward over both batches: BatchNorm then normalises with mixed statistics, as in eval mode
+        # (a forget-only batch's statistics taught the cnn a rule that eval mode did not follow).
+        out = m(torch.cat([xf, xr]))
+        kl = F.kl_div(F.log_softmax(out[:len(xf)].float(), 1), target, reduction="batchmean")
+        return kl + task_loss(out[len(xf):], yr)
+
+    opt = make_optimizer(model.parameters(), "adam", cfg.pull_lr)
+    step = 0
+    while step < cfg.max_steps:
+        n = min(cfg.check_every, cfg.max_steps - step)
+        optimize(model, pull, _budgeted(retain_stream, n), opt)
+        step += n
+        if stop(model, step):
+            return model, True
+    return model, False
+
+
 def _toward_reference(model: nn.Module, inputs: UnlearnInputs, cfg: LightweightConfig, stop: StoppingTest,
                       gen: torch.Generator) -> tuple[nn.Module, bool]:
     data = inputs.retain if cfg.ref_fraction >= 1.0 else inputs.retain_subset(fraction=cfg.ref_fraction)
@@ -142,7 +213,9 @@ def lightweight(model: nn.Module, inputs: UnlearnInputs, cfg: LightweightConfig,
     """Perturb the weights slightly, then move toward a retain-trained model until the forget set's
     accuracy falls to the held-out level (the stopping test).
 
-    [UNVERIFIED] reconstruction (METHODS.md §7). `perturb_finetune` (variant A): θ_o + ε, then SGD on D_r
+    [UNVERIFIED] reconstruction (METHODS.md §7). `toward_scratch` (variant C, default): θ_ref = a fresh
+    network trained on a small part of D_r, then steps pulling θ's outputs on D_f toward θ_ref's while
+    keeping CE on D_r, with the stopping test every `check_every` steps. `perturb_finetune` (variant A): θ_o + ε, then SGD on D_r
     with the stopping test every `check_every` steps, at most `max_epochs`. `toward_reference` (variant B):
     θ_ref = the perturbed θ fine-tuned on D_r, then θ ← θ + η(θ_ref − θ) with the same test.
     The stopping test reads the forget set and the validation split (see `StoppingTest`).
@@ -151,7 +224,8 @@ def lightweight(model: nn.Module, inputs: UnlearnInputs, cfg: LightweightConfig,
     perturb(model, cfg.sigma, gen)
     stop = StoppingTest(inputs, cfg.delta)
     torch.manual_seed(inputs.seed)
-    run = _perturb_finetune if cfg.variant == "perturb_finetune" else _toward_reference
+    run = {"toward_scratch": _toward_scratch, "perturb_finetune": _perturb_finetune,
+           "toward_reference": _toward_reference}[cfg.variant]
     model, stopped = run(model, inputs, cfg, stop, gen)
     if log:
         last = stop.trail[-1] if stop.trail else {}
