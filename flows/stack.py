@@ -117,7 +117,11 @@ def up(root: Path) -> int:
         _save_state(root, state)
         remote = stack / "dvc-remote"
         remote.mkdir()
-        env = {"MLFLOW_TRACKING_URI": mlflow["url"], "UNLEARN_DVC_REMOTE": str(remote)}
+        _say(t0, "prefect: server (the API the workers' task runs report to)")
+        prefect = S.start_prefect(stack, logs, READY_TIMEOUT, state["procs"])
+        _save_state(root, state)
+        env = {"MLFLOW_TRACKING_URI": mlflow["url"], "UNLEARN_DVC_REMOTE": str(remote),
+               "PREFECT_API_URL": prefect["url"]}
         _say(t0, "dask: scheduler")
         sched = S.start_scheduler(stack, env, logs, READY_TIMEOUT, state["procs"])
         _save_state(root, state)

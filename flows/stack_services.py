@@ -180,6 +180,26 @@ def start_mlflow(stack: Path, pg: dict[str, Any], password: str, logs: Path, tim
     return rec
 
 
+def start_prefect(stack: Path, logs: Path, timeout: float, started: list[dict[str, Any]]) -> dict[str, Any]:
+    """`prefect server start` on 127.0.0.1:<free port> (its own PREFECT_HOME in .stack/prefect), no UI.
+
+    Tasks on Dask workers report their runs to a Prefect API. Without one in their environment, each worker
+    process started a temporary server of its own (flows/runner.py: 118 s to the first task).
+    """
+    port = free_port(HOST)
+    home = stack / "prefect"
+    home.mkdir()
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", HOST, "--port", str(port)]
+    env = service_env({"PREFECT_HOME": str(home), "PREFECT_UI_ENABLED": "false",
+                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    env.pop("PREFECT_API_URL", None)  # this is the API
+    rec = {**spawn("prefect", cmd, logs / "prefect.log", cwd=stack, env=env), "port": port}
+    rec["url"] = f"http://{HOST}:{port}/api"
+    started.append(rec)
+    wait_ready("prefect", rec, lambda: http_ok(f"{rec['url']}/health"), timeout)
+    return rec
+
+
 def start_scheduler(stack: Path, env: dict[str, str], logs: Path, timeout: float,
                     started: list[dict[str, Any]]) -> dict[str, Any]:
     """`dask scheduler` on 127.0.0.1:<free port>, no dashboard (bokeh is not installed)."""

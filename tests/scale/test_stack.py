@@ -128,7 +128,7 @@ def test_stack_up_serves_and_down_leaves_nothing(project, tmp_path):
     again, _ = _stack("up", project)
     assert again.returncode == 0 and "already up" in again.stdout
     status_ok, _ = _stack("status", project)
-    assert status_ok.returncode == 0 and status_ok.stdout.count("running") == 5
+    assert status_ok.returncode == 0 and status_ok.stdout.count("running") == 6
 
     # The password: in no log, no env file, no state, no command line, no output of ours.
     pids = [p["pid"] for p in state["procs"]] + [m for p in state["procs"] for m in group_members(p["pid"])]
