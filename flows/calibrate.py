@@ -67,9 +67,11 @@ def _finite(values: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items() if isinstance(v, int | float) and math.isfinite(v)}
 
 
-def log_trials(parent_id: str, exp_id: str, method: str, log: list[dict[str, Any]], model: str) -> int:
+def log_trials(parent_id: str, exp_id: str, method: str, log: list[dict[str, Any]], model: str,
+               where: dict[str, str] | None = None) -> int:
     """One child run per trial: params = its setting, metrics = gap (objective), time_s and the running mean
-    gap per proxy (`gap/running`, step = proxy); tag `state` complete / pruned / fail. Returns how many."""
+    gap per proxy (`gap/running`, step = proxy); tag `state` complete / pruned / fail, and `where` (the Dask
+    worker and device that ran the search). Returns how many."""
     import mlflow
     from mlflow.entities import Metric, Param
 
@@ -77,7 +79,7 @@ def log_trials(parent_id: str, exp_id: str, method: str, log: list[dict[str, Any
     for trial in log:
         run = client.create_run(exp_id, run_name=f"calibrate[{method}] trial {trial['number']}", tags={
             "mlflow.parentRunId": parent_id, "pipeline.stage": "calibrate", "method": method,
-            "trial": str(trial["number"]), "state": trial["state"], **owner_tags(model)})
+            "trial": str(trial["number"]), "state": trial["state"], **owner_tags(model), **(where or {})})
         metrics = [Metric(k, v, now, 0) for k, v in _finite({"gap": trial["value"], "time_s": trial["time_s"]}).items()]
         metrics += [Metric("gap/running", v, now, int(step))
                     for step, v in _finite({str(s): v for s, v in trial["intermediate"].items()}).items()]
@@ -113,6 +115,7 @@ def calibrate(ctx: StageContext, methods: Sequence[str] | None = None) -> Calibr
     from unlearning.calibration.profile import data_version, key_hash, profile_key
     from unlearning.calibration.universe import request_kind
 
+    from .runner import is_dask
     from .settings import registered_model_name
 
     root = ctx.root
@@ -128,10 +131,16 @@ def calibrate(ctx: StageContext, methods: Sequence[str] | None = None) -> Calibr
     with stage_run(root, params, "calibrate", run_name=name, parent_run_id=ctx.parent_run_id, tags=tags) as run:
         mlflow.log_params({**flatten(params.calibration.model_dump(exclude={"profile_dir"}), "calibration."),
                            "data_version": data})
-        result = search(params, split, data_version=data, methods=methods, excluded=excluded, log=ctx.log)
+        remote = None
+        if is_dask(params):  # each method's search on a worker (flows.calibrate_remote)
+            from .calibrate_remote import dask_methods
+
+            remote = dask_methods(ctx, run.run_id, excluded, data)
+        result = search(params, split, data_version=data, methods=methods, excluded=excluded, log=ctx.log,
+                        run_methods=remote)
         model, out = registered_model_name(params), {}
         for m, s in result.searches.items():
-            log_trials(run.run_id, run.experiment_id, m, s.log, model)
+            log_trials(run.run_id, run.experiment_id, m, s.log, model, remote.ran_on.get(m) if remote else None)
             mlflow.log_params({f"{m}.{k}": v for k, v in s.values.items()})
             out.update({f"{m}/{k}": v for k, v in {
                 "gap": s.gap, "default_gap": s.default_gap, "time_s": s.time_s, "default_time_s": s.default_time_s,

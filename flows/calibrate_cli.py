@@ -13,14 +13,14 @@ from typing import Any
 
 def cmd_calibrate(args: Any) -> int:
     from .calibrate import check_calibrate
-    from .preflight import check_tracking
+    from .preflight import check_orchestration, check_tracking
     from .profiles import rooted
     from .recovery import tie_temporary_server
     from .settings import load
 
     root = args.root.resolve()
     params = load(root, args.params, args.overrides)
-    check_tracking(root, params)
+    check_orchestration(root, params, check_tracking(root, params))  # on Dask: a DVC project, a remote
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     if args.methods is not None and not methods:
         raise ValueError("--methods names no method")

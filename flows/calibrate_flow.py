@@ -21,11 +21,11 @@ from .calibrate import CalibrationRecord, calibrate
 from .context import StageContext
 from .locks import hold
 from .preflight import check_tracking, ensure_store
+from .runner import is_dask
 from .settings import load, quiet_env
 
 
-@task(name="calibrate", task_run_name="calibrate", cache_policy=NO_CACHE)
-def calibrate_task(ctx: StageContext, methods: list[str] | None, record: bool) -> CalibrationRecord:
+def _calibrate(ctx: StageContext, methods: list[str] | None, record: bool) -> CalibrationRecord:
     """Run the stage; record the profile folder in dvc.lock when `record`."""
     out = calibrate(ctx, methods)
     if record:
@@ -33,6 +33,9 @@ def calibrate_task(ctx: StageContext, methods: list[str] | None, record: bool) -
     prefect_ui.run_logger().info("calibrate: profile %s, values %s, held-out gaps %s, skipped %s", out.profile,
                                  out.values, out.heldout, out.skipped or "none")
     return out
+
+
+calibrate_task = task(name="calibrate", task_run_name="calibrate", cache_policy=NO_CACHE)(_calibrate)
 
 
 @flow(name="unlearning_calibrate", log_prints=False)
@@ -61,5 +64,8 @@ def unlearning_calibrate(root: str = ".", params_path: str = "params.yaml", over
     ensure_store(check_tracking(path, params))
     with hold(path, params, "unlearn calibrate", wait=wait), Console() as console:
         ctx = StageContext(path, params, None, console.log_fn("calibrate"))
-        out = calibrate_task(ctx, list(methods) if methods else None, _dvc.enabled(path) and not overrides)
+        # On Dask the searches are tasks of a subflow with the cluster's runner (flows.calibrate_remote), so the
+        # stage runs in this flow's body; on threads it is one task.
+        run = _calibrate if is_dask(params) else calibrate_task
+        out = run(ctx, list(methods) if methods else None, _dvc.enabled(path) and not overrides)
     return out.model_dump()

@@ -29,8 +29,8 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 ADDRESS_ENV = "UNLEARN_DASK_ADDRESS"
-# Per-method stages: they ask for `orchestration.resources` (one GPU per method run).
-ANNOTATED = frozenset({"unlearn", "unlearn_seed", "evaluate"})
+# Per-method stages and calibration searches: they ask for `orchestration.resources` (one GPU per method run).
+ANNOTATED = frozenset({"unlearn", "unlearn_seed", "evaluate", "calibrate"})
 # Seconds, one run each (the script lives outside the project: it needs Ray): the flow with 41 trivial tasks,
 # cluster start included; the first task; then per task, 20 chained and 20 submitted at once. Workers were
 # pointed at the driver's temporary Prefect server (`prefect_api_for_workers`); without that, Dask's first task

@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .settings import QUIET_ENV
+from .settings import QUIET_ENV, mask_credentials
 
 DEPLOYMENT = "scheduled"
 PREFECT_HOME_DIR = ".prefect"  # per project, gitignored
@@ -138,6 +138,13 @@ def serve(root: Path, cron: str, *, params_path: str = "params.yaml", overrides:
         CronSchedule(cron=cron)
     except ValueError:
         raise ValueError(f"--cron: not a valid cron expression: {cron!r} (e.g. '0 2 * * *')") from None
+    for item in overrides or []:  # the deployment keeps its parameters in the server's database and UI
+        if mask_credentials(item) != item:
+            from unlearning.params import ConfigError
+
+            raise ConfigError(f"--set {mask_credentials(item)}: holds a password, and `unlearn serve` would store "
+                             "it in the deployment's parameters, shown by the Prefect UI; put credentials in the "
+                             "environment (MLFLOW_TRACKING_URI, UNLEARN_DVC_REMOTE) instead")
     root = root.resolve()
     home = prefect_home(root)
     home.mkdir(exist_ok=True)

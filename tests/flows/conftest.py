@@ -89,3 +89,32 @@ def registry(tmp_path, tracking):
         _, uri = R.log_model(ckpt, tmp_path, "base")
     versions = [R.register("digits-mlp", uri, {"role": r}) for r in ("base", "unlearned", "unlearned")]
     return tmp_path, params, versions
+
+
+# The Dask `scale` tests' stores and cluster (tests/flows/dask_utils.py says what each part does); module-scoped,
+# so each test module gets fresh servers and workers whose audit hooks watch its own driver folder.
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    """`mlflow server` on sqlite and a local-path DVC remote: `{"tracking_uri", "dvc_remote"}`."""
+    from dask_utils import servers
+
+    with servers(tmp_path_factory.mktemp("stores")) as found:
+        yield found
+
+
+@pytest.fixture(scope="module")
+def driver_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("driver")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, driver_root):
+    """(client, workers folder) of a LocalCluster: two worker processes in empty folders, auditing `driver_root`."""
+    from dask_utils import WorkerFolders
+    from distributed import Client, LocalCluster
+
+    workers = tmp_path_factory.mktemp("workers")
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as lc, \
+            Client(lc) as client:
+        client.register_plugin(WorkerFolders(str(workers), str(driver_root.resolve())))
+        yield client, workers

@@ -168,6 +168,8 @@ ROWS = [
     ("promote-bad-uri", ["promote", "3"], _env("MLFLOW_TRACKING_URI", "foo://u:secret@h"), 2,
      "MLFLOW_TRACKING_URI 'foo://u:***@h': unsupported scheme"),
     ("rollback-store-folder", ["rollback"], _store_in_missing_folder, 2, "the folder of the sqlite store does not"),
+    ("serve-credentials", ["serve", "--cron", "0 2 * * *", "--set", "tracking.uri=http://u:secret@127.0.0.1:9"],
+     None, 2, "--set tracking.uri=http://u:***@127.0.0.1:9: holds a password"),
     ("root-missing", ["status", R, "nope"], None, 2, "project folder not found: "),
     ("root-not-project", ["run"], _empty_root, 2, "is not a project folder: it has neither params.yaml nor dvc.yaml"),
     ("params-missing", ["status", "--params", "other.yaml"], None, 2, "params file not found"),

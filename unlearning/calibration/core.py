@@ -8,7 +8,7 @@ held-out scoring see only the universe. Scoring on the live request is a separat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,11 @@ from ..params import Params
 from ..requests import Split
 from ..training import LogFn
 from .profile import new_profile, profile_key, profile_path, read_profile, write_profile
-from .proxies import draw_proxies
-from .proxy_models import ProxyModels
+from .proxies import ProxyRequest, draw_proxies
+from .proxy_models import ProxyCase, ProxyModels
 from .search import MethodSearch, require_optuna, search_method, searched_space
 from .trials import score_on, setting_config
-from .universe import build_universe
+from .universe import Universe, build_universe
 
 
 @dataclass(frozen=True)
@@ -72,9 +72,63 @@ def plan_methods(params: Params, live: Split, methods: Sequence[str] | None) -> 
     return todo, skipped
 
 
+@dataclass(frozen=True)
+class CalibrationPlan:
+    """What a calibration searches: a pure function of params, the live split's ids, the data version and the
+    other requests' ids, so a worker that rebuilds it from the same inputs gets the same proxies."""
+
+    todo: list[str]
+    skipped: dict[str, str]
+    key: dict[str, Any]
+    universe: Universe
+    proxies: list[ProxyRequest]  # calibration proxies, then the held-out one (never searched on)
+    data_version: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class MethodOutcome:
+    """One method's search and its scores on the held-out proxy (what a worker sends back)."""
+
+    search: MethodSearch
+    heldout: dict[str, float]  # {"gap", "default_gap"}
+
+
+def plan_calibration(params: Params, live: Split, *, data_version: str, methods: Sequence[str] | None = None,
+                     excluded: Sequence[Sequence[int]] = ()) -> CalibrationPlan:
+    """Methods, universe and proxies of a calibration (see `calibrate`); trains nothing."""
+    require_optuna()  # one clear line before any model is trained
+    todo, skipped = plan_methods(params, live, methods)
+    universe = build_universe(live, excluded)
+    proxies = draw_proxies(universe, params.calibration.proxies + 1, seed=params.calibration.seed)
+    return CalibrationPlan(todo, skipped, profile_key(params, live, data_version), universe, proxies,
+                           data_version, params.evaluate.seeds[0])
+
+
+def proxy_cases(params: Params, plan: CalibrationPlan, cache_dir: Path | None,
+                log: LogFn | None = None) -> list[ProxyCase]:
+    """Each proxy's split, the universe base and the proxy's oracle: trained, or loaded from `cache_dir`."""
+    models = ProxyModels(params, plan.universe, plan.data_version, cache_dir, log=log)
+    return [models.case(p) for p in plan.proxies]
+
+
+def calibrate_method(params: Params, plan: CalibrationPlan, name: str, cases: Sequence[ProxyCase],
+                     log: LogFn | None = None) -> MethodOutcome:
+    """Search `name` on the calibration proxies, then score its choice and its defaults on the held-out one."""
+    search_cases, heldout_case = list(cases[:-1]), cases[-1]
+    s = search_method(params, name, search_cases, params.calibration, seed=plan.seed, log=log)
+    chosen = score_on(params, name, setting_config(params, name, s.values), [heldout_case], plan.seed)
+    default = score_on(params, name, setting_config(params, name, {}), [heldout_case], plan.seed)
+    if log is not None:
+        log({"stage": "calibrate", "method": name, "chosen": s.chosen, "values": s.values, "gap": s.gap,
+             "heldout_gap": chosen.gap, "heldout_default_gap": default.gap, "wall_s": round(s.wall_s, 1)})
+    return MethodOutcome(s, {"gap": chosen.gap, "default_gap": default.gap})
+
+
 def calibrate(params: Params, live: Split, *, data_version: str, methods: Sequence[str] | None = None,
-              excluded: Sequence[Sequence[int]] = (), write: bool = True,
-              log: LogFn | None = None) -> CalibrationResult:
+              excluded: Sequence[Sequence[int]] = (), write: bool = True, log: LogFn | None = None,
+              run_methods: Callable[[CalibrationPlan], dict[str, MethodOutcome]] | None = None,
+              ) -> CalibrationResult:
     """Calibrate methods for the live request's data, model, recipe and request kind, from proxies only.
 
     Args:
@@ -86,43 +140,41 @@ def calibrate(params: Params, live: Split, *, data_version: str, methods: Sequen
         excluded: sample ids of other requests (pending or done) proxies must stay clear of.
         write: write the profile to `calibration.profile_dir` (and cache proxy models there).
         log: progress events.
+        run_methods: runs `calibrate_method` for each of `plan.todo` elsewhere (Dask workers) and returns the
+            outcomes; None: here, one method after the other, on proxy models trained once.
 
     Returns:
         The frozen result; `result.path` is the profile written.
     """
-    require_optuna()  # one clear line before any model is trained
-    cal = params.calibration
-    todo, skipped = plan_methods(params, live, methods)
-    key = profile_key(params, live, data_version)
-    universe = build_universe(live, excluded)
-    proxies = draw_proxies(universe, cal.proxies + 1, seed=cal.seed)
+    plan = plan_calibration(params, live, data_version=data_version, methods=methods, excluded=excluded)
     emit = log or (lambda event: None)
-    emit({"stage": "calibrate", "universe": universe.summary(), "proxies": [p.description for p in proxies]})
-    cache = Path(cal.profile_dir) / "models" if write else None
-    models = ProxyModels(params, universe, data_version, cache, log=log)
-    cases = [models.case(p) for p in proxies]
-    search_cases, heldout_case = cases[:-1], cases[-1]  # the held-out proxy is never searched on
-    seed = params.evaluate.seeds[0]
-    searches, heldout = {}, {}
-    for name in todo:
-        searches[name] = s = search_method(params, name, search_cases, cal, seed=seed, log=log)
-        chosen = score_on(params, name, setting_config(params, name, s.values), [heldout_case], seed)
-        default = score_on(params, name, setting_config(params, name, {}), [heldout_case], seed)
-        heldout[name] = {"gap": chosen.gap, "default_gap": default.gap}
-        emit({"stage": "calibrate", "method": name, "chosen": s.chosen, "values": s.values, "gap": s.gap,
-              "heldout_gap": chosen.gap, "heldout_default_gap": default.gap, "wall_s": round(s.wall_s, 1)})
-    path = profile_path(cal.profile_dir, key)
-    profile = new_profile(key, read_profile(path, key) if write and path.exists() else None)
-    summaries = [p.summary() for p in proxies]
+    emit({"stage": "calibrate", "universe": plan.universe.summary(), "proxies": [p.description for p in plan.proxies]})
+    if run_methods is None:
+        cases = proxy_cases(params, plan, Path(params.calibration.profile_dir) / "models" if write else None, log)
+        outcomes = {name: calibrate_method(params, plan, name, cases, log) for name in plan.todo}
+    else:
+        outcomes = run_methods(plan)
+    return finish_calibration(params, plan, outcomes, write)
+
+
+def finish_calibration(params: Params, plan: CalibrationPlan, outcomes: dict[str, MethodOutcome],
+                       write: bool) -> CalibrationResult:
+    """The profile of `outcomes` (merged into the one on disk for the same key when `write`)."""
+    cal = params.calibration
+    searches = {name: outcomes[name].search for name in plan.todo}
+    heldout = {name: outcomes[name].heldout for name in plan.todo}
+    path = profile_path(cal.profile_dir, plan.key)
+    profile = new_profile(plan.key, read_profile(path, plan.key) if write and path.exists() else None)
+    summaries = [p.summary() for p in plan.proxies]
     for name, s in searches.items():
         profile["methods"][name] = {
             **s.as_dict(), "values": s.values if s.chosen == "search" else {},
             "heldout_gap": heldout[name]["gap"], "heldout_default_gap": heldout[name]["default_gap"],
-            "proxies": summaries[:-1], "heldout_proxy": summaries[-1], "universe": universe.summary(),
-            "settings": cal.model_dump(exclude={"methods", "use_profile", "profile_dir"}), "seed": seed,
+            "proxies": summaries[:-1], "heldout_proxy": summaries[-1], "universe": plan.universe.summary(),
+            "settings": cal.model_dump(exclude={"methods", "use_profile", "profile_dir"}), "seed": plan.seed,
             "fixed": setting_config(params, name, {}).model_dump(include=set(
                 params.unlearn.method_config(name).model_fields_set))}
         profile["skipped"].pop(name, None)
-    profile["skipped"].update(skipped)
+    profile["skipped"].update(plan.skipped)
     written = write_profile(path, profile) if write else None
-    return CalibrationResult(searches, heldout, skipped, profile, written, summaries)
+    return CalibrationResult(searches, heldout, plan.skipped, profile, written, summaries)
