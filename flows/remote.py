@@ -19,6 +19,7 @@ from prefect import flow, task
 from . import _dvc, prefect_ui
 from .context import StageContext
 from .faults import crash_point
+from .removals import recording
 from .runner import annotate, environ, worker_name
 from .stage_guard import IO_RETRY, PRIOR, stage_task, unchanged
 from .stages import address, label, member, run_stage, summary
@@ -58,10 +59,11 @@ def _on_worker(payload: Payload) -> dict[str, Any]:
             if payload.lease:
                 set_lease(*payload.lease)
             ctx = StageContext(ws, payload.params, payload.parent_run_id, None)
-            record = run_stage(ctx, payload.stage, payload.method, payload.seed)
+            with recording(ws) as deleted:  # also what it removes that this workspace never had
+                record = run_stage(ctx, payload.stage, payload.method, payload.seed)
             t2 = time.perf_counter()
             key = f"{address(payload.stage, payload.method, payload.seed)}/{uuid.uuid4().hex[:8]}"
-            bundle = upload(ws, before, payload.parent_run_id, key)
+            bundle = upload(ws, before, payload.parent_run_id, key, deleted)
             t3 = time.perf_counter()
         finally:
             if payload.lease:
@@ -180,6 +182,16 @@ def on_dask(ctx: StageContext, record: bool) -> dict[str, dict[str, Any]]:
         _logs.pop(str(ctx.parent_run_id), None)
 
 
+def check_recorded_data(root: Path, record: bool) -> None:
+    """Refuse, before any task is sent, a run whose data version dvc.lock does not record: workers pull the
+    version dvc.lock names, and a `--set` run (not recorded) that changed the data or the split has none."""
+    if record or _dvc.is_clean(root, "version_data"):
+        return
+    raise RuntimeError("this run's --set overrides change the data version or the split, which a --set run does "
+                       "not record in dvc.lock, so Dask workers cannot pull it; put the change in params.yaml, "
+                       "or run it with --set orchestration.task_runner=threads")
+
+
 def _stages(root: str, params: Any, parent_run_id: str, record: bool, remote: str) -> dict[str, Any]:
     """The DAG with model stages on workers; version_data and register_and_promote run here, on the driver."""
     from prefect.context import FlowRunContext
@@ -190,6 +202,7 @@ def _stages(root: str, params: Any, parent_run_id: str, record: bool, remote: st
     ctx = StageContext(Path(root), params, parent_run_id, _logs.get(parent_run_id))
     methods, more_seeds = params.unlearn.methods, params.evaluate.seeds[1:]
     out: dict[str, dict[str, Any]] = {"version_data": stage_task(ctx, "version_data", record=record)}
+    check_recorded_data(ctx.root, record)
     driver = Driver(ctx, record, remote)
     push_data(ctx.root, remote)
     chain = [("train_base", None, None), ("retrain_oracle", None, None)]

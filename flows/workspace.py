@@ -62,7 +62,8 @@ class Bundle:
 
     artifact_path: str
     files: dict[str, str] = field(default_factory=dict)  # relpath -> sha256
-    removed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)  # files, and folders the stage removed as a whole
+    kept: list[str] = field(default_factory=list)  # files the stage (re)wrote inside a removed folder
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -230,12 +231,16 @@ def fetch(uri: str, dest: Path, sha: str | None, what: str) -> None:
         shutil.copyfile(local, dest)
 
 
-def upload(ws: Path, before: dict[str, str], parent_run_id: str, key: str) -> Bundle:
-    """Upload what the stage changed under outputs/ as artifacts of the parent run; the bundle describing it."""
+def upload(ws: Path, before: dict[str, str], parent_run_id: str, key: str, deleted: list[str] = ()) -> Bundle:
+    """Upload what the stage changed under outputs/ as artifacts of the parent run; the bundle describing it.
+
+    `deleted`: what the stage removed, workspace or not (`flows.removals.recording`)."""
     import mlflow
 
     after = snapshot(ws)
-    bundle = Bundle(artifact_path=f"stages/{key}", removed=sorted(set(before) - set(after)))
+    gone = sorted((set(before) - set(after)) | {rel for rel in deleted if rel not in after})
+    kept = sorted(rel for rel in after if any(rel.startswith(g + "/") for g in gone))
+    bundle = Bundle(artifact_path=f"stages/{key}", removed=gone, kept=kept)
     bundle.files = {rel: sha for rel, sha in after.items() if before.get(rel) != sha}
     if bundle.files:
         with tempfile.TemporaryDirectory() as tmp:
@@ -266,8 +271,20 @@ def apply(root: Path, bundle: Bundle, parent_run_id: str) -> dict[str, str]:
                 tmp_dest = dest.with_name(dest.name + ".tmp")
                 shutil.copyfile(local / rel, tmp_dest)
                 tmp_dest.replace(dest)
+    keep = set(bundle.kept) | set(bundle.files)
     for rel in bundle.removed:
-        (root / _safe(rel)).unlink(missing_ok=True)
+        path = root / _safe(rel)
+        if path.is_dir() and not path.is_symlink():  # a folder the stage removed: all but what it wrote again
+            for inner in sorted(path.rglob("*"), reverse=True):
+                if inner.is_dir() and not inner.is_symlink():
+                    if not any(inner.iterdir()):
+                        inner.rmdir()
+                elif inner.relative_to(root).as_posix() not in keep:
+                    inner.unlink()
+            if not any(path.iterdir()):
+                path.rmdir()
+        else:
+            path.unlink(missing_ok=True)
     return origins
 
 

@@ -183,3 +183,60 @@ def test_outputs_travel_back_through_mlflow_artifacts_checked_by_hash(tmp_path, 
     with pytest.raises(RuntimeError, match="sha256"):
         apply(tmp_path / "other", forged, run.info.run_id)
     assert not (tmp_path / "other/outputs/base/model.pt").exists()
+
+
+def test_what_a_stage_removes_on_a_worker_is_removed_on_the_driver_too(tmp_path, tracking):
+    """Removals of files the workspace never had (the stage's old checkpoint, a dropped seed's folder) reach the
+    driver: a local run leaves no stale model, so a Dask run must not either."""
+    import shutil
+
+    import mlflow
+
+    from flows.removals import recording
+    from flows.workspace import apply, snapshot, upload
+
+    ws, driver = tmp_path / "ws", tmp_path / "driver"
+    for root in (ws, driver):
+        (root / "outputs/unlearn/m").mkdir(parents=True)
+        (root / "outputs/unlearn/m/record.json").write_text("{}")
+        (root / "outputs/seeds/m/seed-5").mkdir(parents=True)
+        (root / "outputs/seeds/m/seed-5/record.json").write_text("{}")
+        (root / "outputs/seeds/m/seed-1").mkdir(parents=True)
+        (root / "outputs/seeds/m/seed-1/record.json").write_text("{}")
+    for rel in ("outputs/unlearn/m/model.pt", "outputs/seeds/m/seed-5/model.pt", "outputs/seeds/m/seed-1/model.pt",
+                "outputs/keep.pt"):
+        (driver / rel).write_bytes(b"old weights")  # checkpoints stay on the driver: none travelled
+    before = snapshot(ws)
+    with recording(ws) as deleted:
+        (ws / "outputs/unlearn/m/model.pt").unlink(missing_ok=True)  # the stage's own checkpoint: not here
+        (ws / "outputs/unlearn/m/record.json").write_text('{"skipped": true}')
+        shutil.rmtree(ws / "outputs/seeds/m")  # a folder removed and written again in part
+        (ws / "outputs/seeds/m/seed-1").mkdir(parents=True)
+        (ws / "outputs/seeds/m/seed-1/record.json").write_text("{}")
+        (tmp_path / "elsewhere.txt").write_text("x")
+        (tmp_path / "elsewhere.txt").unlink()  # outside the workspace's outputs: not its business
+    assert sorted(deleted)[0] == "outputs/seeds/m" and "outputs/unlearn/m/model.pt" in deleted
+    assert not any("elsewhere" in d for d in deleted)
+    client = mlflow.MlflowClient()
+    run = client.create_run(client.create_experiment("removals"))
+    bundle = upload(ws, before, run.info.run_id, "unlearn/abc", deleted)
+    assert "outputs/seeds/m" in bundle.removed and bundle.kept == ["outputs/seeds/m/seed-1/record.json"]
+    apply(driver, bundle, run.info.run_id)
+    left = sorted(p.relative_to(driver).as_posix() for p in driver.rglob("*") if p.is_file())
+    assert left == ["outputs/keep.pt", "outputs/seeds/m/seed-1/record.json", "outputs/unlearn/m/record.json"]
+    assert (driver / "outputs/unlearn/m/record.json").read_text() == '{"skipped": true}'
+
+
+def test_a_set_run_that_changes_the_split_is_refused_before_any_task(versioned):
+    """Workers pull the version dvc.lock records; a --set run records nothing, so it may only reuse that one."""
+    from flows.context import StageContext
+    from flows.remote import check_recorded_data
+    from flows.settings import load
+    from flows.version_data import version_data
+
+    root, _ = versioned
+    check_recorded_data(root, record=False)  # unchanged: the recorded version is this run's
+    version_data(StageContext(root, load(root, overrides=["request.classes=[4]"])))
+    with pytest.raises(RuntimeError, match="change the data version or the split"):
+        check_recorded_data(root, record=False)
+    check_recorded_data(root, record=True)  # a recorded run commits its version first: nothing to refuse
