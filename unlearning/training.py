@@ -61,8 +61,12 @@ def make_scheduler(opt: torch.optim.Optimizer, name: str, total_steps: int,
     if name == "linear":
         return torch.optim.lr_scheduler.LinearLR(opt, 1.0, max(end_factor, 1e-3), total_steps)
     if name == "onecycle":
+        if total_steps == 1:  # one step: torch's one-cycle would take it at max_lr / 250000 (no update)
+            return None
         lrs = [g["lr"] for g in opt.param_groups]
-        return torch.optim.lr_scheduler.OneCycleLR(opt, lrs, total_steps=total_steps, pct_start=0.25)
+        # torch divides by the warm-up's length, 0.25 * total - 1 steps: 0 at 4 steps (ZeroDivisionError)
+        pct = 0.25 if total_steps != 4 else 0.5
+        return torch.optim.lr_scheduler.OneCycleLR(opt, lrs, total_steps=total_steps, pct_start=pct)
     raise ValueError(f"'scheduler' must be one of ['none', 'cosine', 'linear', 'onecycle']; got {name!r}")
 
 
