@@ -62,9 +62,13 @@ worker_search = task(name="calibrate on a worker", **IO_RETRY)(_search_on_worker
 
 
 def _searches(payloads: dict[str, Payload], excluded: list[list[int]], data_version: str,
-              resources: dict[str, float]) -> dict[str, dict[str, Any]]:
-    """Every method's search at once, spread over the workers; method -> what its worker returned."""
+              resources: dict[str, float], run_id: str) -> dict[str, dict[str, Any]]:
+    """Every method's search at once, spread over the workers; method -> what its worker returned.
+
+    Each finished search is reported as it lands (which worker, how long, an ETA for the rest)."""
     from prefect.context import FlowRunContext
+
+    from unlearning.console import estimate_eta, format_duration
 
     from .runner import check_resources
 
@@ -74,7 +78,20 @@ def _searches(payloads: dict[str, Payload], excluded: list[list[int]], data_vers
         with annotate(payload.params, "calibrate"):
             futures[name] = worker_search.with_options(task_run_name=f"calibrate[{name}]").submit(
                 payload, excluded, data_version)
-    return {name: f.result() for name, f in futures.items()}
+    say, t0, got = _logs.get(run_id), time.perf_counter(), {}
+    while len(got) < len(futures):
+        for name in [n for n, f in futures.items() if n not in got and f.wrapped_future.done()]:
+            got[name] = out = futures[name].result()  # a failed search raises here, as the flow's error
+            elapsed = time.perf_counter() - t0
+            eta = estimate_eta(len(got), len(futures), elapsed)
+            if say is not None:
+                say({"stage": f"calibrate[{name}]", "done": f"{len(got)}/{len(futures)} on {out['worker']} "
+                     f"after {format_duration(elapsed)}", "eta": format_duration(eta)})
+        time.sleep(0.2)
+    return got
+
+
+_logs: dict[str, Any] = {}  # calibration run -> the driver's console log (not picklable: kept out of the subflow)
 
 
 searches_on_dask = flow(name="calibrate_on_dask", log_prints=False, validate_parameters=False)(_searches)
@@ -98,8 +115,12 @@ def dask_methods(ctx: StageContext, run_id: str, excluded: list[list[int]], data
         driver = Driver(StageContext(ctx.root, ctx.params, run_id, ctx.log), False, remote)
         payloads = {name: driver.payload("calibrate", name, None) for name in plan.todo}
         sub = searches_on_dask.with_options(task_runner=build_runner(ctx.params))
-        with prefect_api_for_workers(ctx.params):
-            got = sub(payloads, excluded, data_version, dict(ctx.params.orchestration.resources))
+        _logs[run_id] = ctx.log
+        try:
+            with prefect_api_for_workers(ctx.params):
+                got = sub(payloads, excluded, data_version, dict(ctx.params.orchestration.resources), run_id)
+        finally:
+            _logs.pop(run_id, None)
         for name, out in got.items():
             ran_on[name] = {"worker": out["worker"], "worker.device": out["device"]}
             if ctx.log is not None:
