@@ -18,9 +18,9 @@ from typing import Any
 from prefect import flow, task
 
 from .context import StageContext
+from .retry import IO_RETRY
 from .runner import annotate, environ, worker_name
-from .stage_guard import IO_RETRY
-from .workspace import Payload, build, push_data, remote_url, worker_base
+from .workspace import Payload, build, new_payload, push_data, remote_url, worker_base
 
 
 def _search_on_worker(payload: Payload, excluded: list[list[int]], data_version: str) -> dict[str, Any]:
@@ -102,8 +102,9 @@ def dask_methods(ctx: StageContext, run_id: str, excluded: list[list[int]], data
 
     Its result also keeps, per method, the worker and device that ran it (`ran_on`), for the trial runs' tags.
     """
-    from .remote import Driver
     from .runner import build_runner, prefect_api_for_workers
+    from .settings import tracking_uri
+    from .tracking import git_commit
 
     remote = remote_url(ctx.root, ctx.params)
     if remote is None:
@@ -112,8 +113,9 @@ def dask_methods(ctx: StageContext, run_id: str, excluded: list[list[int]], data
 
     def run_methods(plan: Any) -> dict[str, Any]:
         push_data(ctx.root, remote)
-        driver = Driver(StageContext(ctx.root, ctx.params, run_id, ctx.log), False, remote)
-        payloads = {name: driver.payload("calibrate", name, None) for name in plan.todo}
+        uri, commit = tracking_uri(ctx.root, ctx.params), git_commit(ctx.root)
+        payloads = {name: new_payload(ctx.root, ctx.params, "calibrate", name, None, parent_run_id=run_id, uri=uri,
+                                      remote=remote, commit=commit) for name in plan.todo}
         sub = searches_on_dask.with_options(task_runner=build_runner(ctx.params))
         _logs[run_id] = ctx.log
         try:

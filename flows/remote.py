@@ -20,8 +20,9 @@ from . import _dvc, prefect_ui
 from .context import StageContext
 from .faults import crash_point
 from .removals import recording
+from .retry import IO_RETRY
 from .runner import annotate, environ, worker_name
-from .stage_guard import IO_RETRY, PRIOR, stage_task, unchanged
+from .stage_guard import PRIOR, stage_task, unchanged
 from .stages import address, label, member, run_stage, summary
 from .workspace import (
     Bundle,
@@ -29,8 +30,8 @@ from .workspace import (
     apply,
     build,
     needed_checkpoints,
+    new_payload,
     push_data,
-    small_files,
     snapshot,
     upload,
     worker_base,
@@ -110,15 +111,10 @@ class Driver:
         return self.origins[rel], rec.checkpoint_sha256
 
     def payload(self, stage: str, method: str | None, seed: int | None) -> Payload:
-        from .workspace import split_hash
-
         root, params = self.ctx.root, self.ctx.params
         checkpoints = {rel: self._ref(rel, rec) for rel, rec in needed_checkpoints(root, params, stage, method).items()}
-        tracking = params.tracking.model_copy(update={"uri": self.uri})
-        return Payload(stage=stage, method=method, seed=seed, params=params.model_copy(update={"tracking": tracking}),
-                       parent_run_id=str(self.ctx.parent_run_id), tracking_uri=self.uri, files=small_files(root),
-                       checkpoints=checkpoints, dvc_remote=self.remote, data_hash=split_hash(root),
-                       lease=self.lease, git_commit=self.commit_id)
+        return new_payload(root, params, stage, method, seed, parent_run_id=str(self.ctx.parent_run_id), uri=self.uri,
+                           remote=self.remote, commit=self.commit_id, checkpoints=checkpoints, lease=self.lease)
 
     def submit(self, stage: str, method: str | None = None, seed: int | None = None) -> dict[str, Any]:
         """Send one stage to a worker; an unchanged per-method stage is kept here instead (a finished result)."""

@@ -53,3 +53,21 @@ def recording(ws: Path) -> Iterator[list[str]]:
                 rel = path.relative_to(Path(ws).resolve()).as_posix()
                 if rel not in found:
                     found.append(rel)
+
+
+def remove(root: Path, removed: list[str], keep: set[str]) -> None:
+    """Remove `removed` (paths relative to `root`) there too; a folder loses all but the files in `keep` (what
+    the stage wrote again after removing it)."""
+    for rel in removed:
+        path = root / rel
+        if not path.is_dir() or path.is_symlink():
+            path.unlink(missing_ok=True)
+            continue
+        for inner in sorted(path.rglob("*"), reverse=True):  # children before their folder
+            if inner.is_dir() and not inner.is_symlink():
+                if not any(inner.iterdir()):
+                    inner.rmdir()
+            elif inner.relative_to(root).as_posix() not in keep:
+                inner.unlink()
+        if not any(path.iterdir()):
+            path.rmdir()

@@ -9,7 +9,6 @@ import time
 from typing import Any
 
 from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from . import _dvc, prefect_ui
 from . import _registry as registry
@@ -17,25 +16,12 @@ from .context import StageContext
 from .faults import crash_point
 from .profiles import record_profiles
 from .records import EvalRecord, Record, SeedRecord, StageRun, UnlearnRecord
+from .retry import IO_RETRY
 from .settings import RECORD_FILE, registered_model_name, stage_dir, tracking_uri
 from .stages import address, label, member, run_stage, summary
 from .tracking import note_reused, setup_mlflow
 from .unlearn_seed import seed_dir
 
-
-def io_error(task, task_run, state) -> bool:
-    """Retry condition: only I/O failures (OSError, sqlite 'database is locked', connection errors)."""
-    try:
-        state.result()
-    except (OSError, ConnectionError, TimeoutError):
-        return True
-    except Exception as err:  # noqa: BLE001 - classify, never swallow: the task fails if this says False
-        text = f"{type(err).__name__}: {err}".lower()
-        return "database is locked" in text or "operationalerror" in text
-    return False
-
-
-IO_RETRY = {"retries": 2, "retry_delay_seconds": 3, "retry_condition_fn": io_error, "cache_policy": NO_CACHE}
 # Stages skipped when `dvc status` is clean.
 PRIOR = {"unlearn": UnlearnRecord, "unlearn_seed": SeedRecord, "evaluate": EvalRecord}
 

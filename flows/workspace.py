@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .removals import remove
 from .settings import CHECKPOINT, DATA_DIR, MODEL_FILE, RECORD_FILE, SPLIT_FILE
 
 TEXT_FILES = ("params.yaml", "dvc.yaml", "dvc.lock", ".dvcignore")
@@ -64,6 +65,17 @@ class Bundle:
     files: dict[str, str] = field(default_factory=dict)  # relpath -> sha256
     removed: list[str] = field(default_factory=list)  # files, and folders the stage removed as a whole
     kept: list[str] = field(default_factory=list)  # files the stage (re)wrote inside a removed folder
+
+
+def new_payload(root: Path, params: Any, stage: str, method: str | None, seed: int | None, *, parent_run_id: str,
+                uri: str, remote: str, commit: str, checkpoints: dict[str, tuple[str, str | None]] | None = None,
+                lease: tuple[str, str] | None = None) -> Payload:
+    """The payload of one task, from the driver's checkout now; `uri` replaces the params' tracking URI."""
+    tracking = params.tracking.model_copy(update={"uri": uri})
+    return Payload(stage=stage, method=method, seed=seed, params=params.model_copy(update={"tracking": tracking}),
+                   parent_run_id=parent_run_id, tracking_uri=uri, files=small_files(root),
+                   checkpoints=checkpoints or {}, dvc_remote=remote, data_hash=split_hash(root), lease=lease,
+                   git_commit=commit)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -271,20 +283,7 @@ def apply(root: Path, bundle: Bundle, parent_run_id: str) -> dict[str, str]:
                 tmp_dest = dest.with_name(dest.name + ".tmp")
                 shutil.copyfile(local / rel, tmp_dest)
                 tmp_dest.replace(dest)
-    keep = set(bundle.kept) | set(bundle.files)
-    for rel in bundle.removed:
-        path = root / _safe(rel)
-        if path.is_dir() and not path.is_symlink():  # a folder the stage removed: all but what it wrote again
-            for inner in sorted(path.rglob("*"), reverse=True):
-                if inner.is_dir() and not inner.is_symlink():
-                    if not any(inner.iterdir()):
-                        inner.rmdir()
-                elif inner.relative_to(root).as_posix() not in keep:
-                    inner.unlink()
-            if not any(path.iterdir()):
-                path.rmdir()
-        else:
-            path.unlink(missing_ok=True)
+    remove(root, [_safe(rel) for rel in bundle.removed], keep=set(bundle.kept) | set(bundle.files))
     return origins
 
 
