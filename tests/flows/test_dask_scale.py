@@ -8,21 +8,14 @@ Run: `.venv/bin/python -m pytest -m scale tests/flows/test_dask_scale.py`.
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
-from flowtest_utils import TINY, dvc, make_project, new_store
+from flowtest_utils import dvc, make_project, new_store
 
 pytestmark = pytest.mark.scale
 
 METHODS = ["finetune", "neggrad"]
-TIMED = ("time/", "speedup")  # wall times differ between runs; everything else is deterministic
-
-
-def _tiny(**orchestration):
-    return {**TINY, ("unlearn", "methods"): METHODS, ("evaluate", "more_seeds"): [1],
-            **{("orchestration", k): v for k, v in orchestration.items()}}
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +59,13 @@ def _restore(key, old):
 
 @pytest.fixture(scope="module")
 def dask_run(driver_root, stores, cluster, prefect_harness):
+    from dask_utils import tiny
+
     from flows.pipeline import unlearning_pipeline
 
     client, _ = cluster
-    root = make_project(driver_root / "project", _tiny(task_runner="dask", address=client.scheduler.address,
-                                                        dvc_remote=stores["dvc_remote"]))
+    root = make_project(driver_root / "project", tiny(METHODS, task_runner="dask", address=client.scheduler.address,
+                                                       dvc_remote=stores["dvc_remote"]))
     old = _env("MLFLOW_TRACKING_URI", stores["tracking_uri"])
     try:
         out = unlearning_pipeline(root=str(root))
@@ -81,9 +76,11 @@ def dask_run(driver_root, stores, cluster, prefect_harness):
 
 @pytest.fixture(scope="module")
 def threads_run(tmp_path_factory, mlflow_template, dask_run):
+    from dask_utils import tiny
+
     from flows.pipeline import unlearning_pipeline
 
-    root = make_project(tmp_path_factory.mktemp("threads") / "project", _tiny())
+    root = make_project(tmp_path_factory.mktemp("threads") / "project", tiny(METHODS))
     old = _env("MLFLOW_TRACKING_URI", new_store(mlflow_template, root))
     try:
         out = unlearning_pipeline(root=str(root))
@@ -92,66 +89,38 @@ def threads_run(tmp_path_factory, mlflow_template, dask_run):
     return root, out
 
 
-def _children(uri, parent):
-    import mlflow
-
-    c = mlflow.MlflowClient(uri)
-    exp = c.get_experiment_by_name("unlearning")
-    return c.search_runs([exp.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'")
-
-
 def test_both_workers_ran_model_stages_and_the_driver_the_rest(dask_run, stores, cluster):
+    from dask_utils import check_stage_workers, children
+
     client, _ = cluster
-    runs = _children(stores["tracking_uri"], dask_run[1]["parent_run_id"])
-    where = [(r.info.run_name.split(" ")[0].split("[")[0], r.data.tags.get("worker")) for r in runs]
+    runs = children(stores["tracking_uri"], dask_run[1]["parent_run_id"])
     names = {str(w["name"]) for w in client.scheduler_info(n_workers=-1)["workers"].values()}
-    assert {w for n, w in where if n in ("version_data", "register_and_promote")} == {"driver"}, where
-    model_stages = {"train_base", "retrain_oracle", "unlearn", "evaluate"}
-    assert {n for n, _ in where} >= model_stages, where
-    assert {w for n, w in where if n in model_stages} == names, where  # both workers, none on the driver
-    for r in runs:
-        assert r.data.tags["worker.host"] and r.data.tags["worker.device"] == "cpu"
-        assert r.data.tags["git_commit"] != "unknown"  # the driver's commit, not the workspace's
+    check_stage_workers(runs, names)
 
 
 def test_no_worker_read_the_driver_folder(dask_run, cluster):
     from dask_utils import seen, worker_folder_listing
 
-    client, _ = cluster
-    audits = client.run(seen)
+    client, workers = cluster
+    audits = seen(workers)
+    assert set(audits) == {str(w["name"]) for w in client.scheduler_info(n_workers=-1)["workers"].values()}
     assert all(not hits for hits in audits.values()), audits
     for files in client.run(worker_folder_listing).values():  # only the DVC cache of the pulled data is kept
         assert files and all(f.startswith("unlearn/dvc-cache/") for f in files), files[:10]
 
 
 def test_metrics_equal_a_threads_run(dask_run, threads_run):
-    for name in [*METHODS, "base", "oracle"]:
-        got = json.loads((dask_run[0] / "outputs/metrics" / f"{name}.json").read_text())
-        want = json.loads((threads_run[0] / "outputs/metrics" / f"{name}.json").read_text())
-        keys = {k for k, v in want.items() if isinstance(v, float) and not k.startswith(TIMED)}
-        assert keys and keys <= set(got), name
-        diff = {k: (got[k], want[k]) for k in keys if round(got[k], 3) != round(want[k], 3)
-                and abs(got[k] - want[k]) > 5e-4}
-        assert not diff, (name, diff)
+    from dask_utils import check_same_metrics
+
+    check_same_metrics(dask_run[0], threads_run[0], [*METHODS, "base", "oracle"])
 
 
 def test_registry_aliases_and_dvc_status(dask_run, threads_run, stores):
-    import mlflow
+    from dask_utils import check_registry
 
     root, out = dask_run
-    decision, other = out["promotion"], threads_run[1]["promotion"]
-    assert decision.passing == other.passing and decision.refused == other.refused
-    c = mlflow.MlflowClient(stores["tracking_uri"])
-    model = c.get_registered_model(decision.registered_model)
-    for m in METHODS:
-        mv = c.get_model_version_by_alias(model.name, f"candidate-{m}")
-        assert mv.tags["method"] == m and mv.tags["role"] == "unlearned"
-    assert bool(decision.production) == bool(other.production)
-    if decision.production:
-        prod = c.get_model_version_by_alias(model.name, "production")
-        threads = mlflow.MlflowClient(f"sqlite:///{threads_run[0] / 'mlflow.db'}")
-        assert str(prod.version) == decision.production
-        assert prod.tags["method"] == threads.get_model_version(other.registered_model, other.production).tags["method"]
+    check_registry(stores["tracking_uri"], out["promotion"].model_dump(), threads_run[1]["promotion"].model_dump(),
+                   f"sqlite:///{threads_run[0] / 'mlflow.db'}", METHODS)
     status = dvc(root, "status")
     assert "up to date" in status.stdout, status.stdout
 
@@ -160,10 +129,11 @@ def test_the_audit_sees_a_read_of_the_driver_folder(dask_run, cluster):
     """The audit can fail: a worker that reads the driver's params.yaml is recorded."""
     from dask_utils import seen
 
-    client, _ = cluster
+    client, workers = cluster
     target = str(dask_run[0] / "params.yaml")
     client.run(lambda: open(target).close())  # noqa: SIM115 - the read the audit must see
-    assert all(any(target in hit for hit in hits) for hits in client.run(seen).values())
+    audits = seen(workers)
+    assert len(audits) == 2 and all(any(target in hit for hit in hits) for hits in audits.values()), audits
 
 
 def test_stage_times(dask_run, threads_run):
