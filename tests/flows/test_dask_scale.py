@@ -1,8 +1,9 @@
 """The pipeline on two Dask workers that cannot see the driver's folder (`scale`: not in the default suite).
 
 `mlflow server` on a sqlite file, a local-path DVC remote, and a `distributed.LocalCluster` of two worker
-processes, each moved into an empty folder of its own with an audit hook on the driver's project folder.
-The same project then runs with `task_runner: threads` against a store of its own, and both must agree.
+processes, each moved into an empty folder of its own with an audit hook on the driver's project folder
+(fixtures `stores`, `driver_root`, `cluster`: tests/flows/conftest.py). The same project then runs with
+`task_runner: threads` against a store of its own, and both must agree.
 Run: `.venv/bin/python -m pytest -m scale tests/flows/test_dask_scale.py`.
 """
 
@@ -16,32 +17,6 @@ from flowtest_utils import dvc, make_project, new_store
 pytestmark = pytest.mark.scale
 
 METHODS = ["finetune", "neggrad"]
-
-
-@pytest.fixture(scope="module")
-def stores(tmp_path_factory):
-    """The servers the workers use (swap for `make stack-up`'s in a combined test)."""
-    from dask_utils import servers
-
-    with servers(tmp_path_factory.mktemp("stores")) as found:
-        yield found
-
-
-@pytest.fixture(scope="module")
-def driver_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("driver")
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory, driver_root):
-    from dask_utils import WorkerFolders
-    from distributed import Client, LocalCluster
-
-    workers = tmp_path_factory.mktemp("workers")
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as lc, \
-            Client(lc) as client:
-        client.register_plugin(WorkerFolders(str(workers), str(driver_root.resolve())))
-        yield client, workers
 
 
 def _env(key, value):
