@@ -86,6 +86,33 @@ def close_orphans(root: Path, params: Any, say: Callable[[str], None] | None = N
     return closed
 
 
+def close_lost_attempts(parent_run_id: str, say: Callable[[str], None] | None = None) -> int:
+    """Mark KILLED the stage runs of this pipeline run still RUNNING once every stage is done; returns how many.
+
+    On Dask these are attempts whose worker was lost mid-stage: Dask ran the stage again on another worker
+    (its run is the FINISHED one of the same name), and the lost one would stay RUNNING until a later run's
+    `close_orphans`.
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    exp_id = client.get_run(parent_run_id).info.experiment_id
+    lost = client.search_runs([exp_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_run_id}' "
+                                                     "and attributes.status = 'RUNNING'", max_results=1000)
+    now = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    for run in lost:
+        reason = (f"its worker ({run.data.tags.get('worker', '?')}) was lost mid-stage; the stage ran again on "
+                  "another worker")
+        note = f"Marked KILLED at {now} by the pipeline run that owns it: {reason}."
+        old = run.data.tags.get(NOTE)
+        client.set_tag(run.info.run_id, NOTE, f"{old}\n\n{note}" if old else note)
+        client.set_tag(run.info.run_id, "unlearn.closed", f"{now}: {reason}")
+        client.set_terminated(run.info.run_id, "KILLED")
+    if lost:
+        (say or _stderr)(f"recovery: marked {len(lost)} stage run(s) of lost attempts as KILLED")
+    return len(lost)
+
+
 def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 

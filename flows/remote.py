@@ -19,6 +19,7 @@ from prefect import flow, task
 from . import _dvc, prefect_ui
 from .context import StageContext
 from .faults import crash_point
+from .recovery import close_lost_attempts
 from .removals import recording
 from .retry import IO_RETRY
 from .runner import annotate, environ, worker_name
@@ -210,6 +211,7 @@ def _stages(root: str, params: Any, parent_run_id: str, record: bool, remote: st
     for m, item in sent.items():
         out[label("evaluate", m)] = driver.finish(item)
     out["register_and_promote"] = stage_task(ctx, "register_and_promote", record=record)
+    close_lost_attempts(parent_run_id)
     return out
 
 

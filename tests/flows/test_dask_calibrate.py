@@ -76,14 +76,14 @@ def _trials(uri, run_id):
 def test_each_method_searched_on_a_worker_and_nothing_read_the_driver_folder(dask_run, stores, cluster):
     from dask_utils import seen, worker_folder_listing
 
-    client, workers = cluster
+    client, folders = cluster
     root, out = dask_run
     trials, workers = _trials(stores["tracking_uri"], out["run_id"])
     assert sorted(trials) == METHODS and all(len(t) == TRIALS for t in trials.values()), trials
     names = {str(w["name"]) for w in client.scheduler_info(n_workers=-1)["workers"].values()}
     assert set(workers) == names, workers  # two searches at once: one on each worker, none on the driver
     assert (root / out["profile"]).is_file() and set(out["heldout"]) == set(METHODS)
-    audits = seen(workers)
+    audits = seen(folders)
     assert set(audits) == names and all(not hits for hits in audits.values()), audits
     for files in client.run(worker_folder_listing).values():  # kept: the pulled data and the proxy models
         assert files and all(f.startswith(("unlearn/dvc-cache/", "unlearn/calibration-models/")) for f in files)

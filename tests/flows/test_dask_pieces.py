@@ -240,3 +240,24 @@ def test_a_set_run_that_changes_the_split_is_refused_before_any_task(versioned):
     with pytest.raises(RuntimeError, match="change the data version or the split"):
         check_recorded_data(root, record=False)
     check_recorded_data(root, record=True)  # a recorded run commits its version first: nothing to refuse
+
+
+def test_a_lost_attempts_run_is_closed_when_the_pipeline_run_ends(tracking):
+    import mlflow
+
+    from flows.recovery import close_lost_attempts
+
+    client = mlflow.MlflowClient()
+    exp = client.create_experiment("lost-attempts")
+    parent = client.create_run(exp).info.run_id
+    child = {"mlflow.parentRunId": parent, "worker": "worker-1"}
+    lost = client.create_run(exp, tags=child).info.run_id  # its worker died: never terminated
+    done = client.create_run(exp, tags={**child, "worker": "worker-2"}).info.run_id
+    client.set_terminated(done, "FINISHED")
+    other = client.create_run(exp).info.run_id  # not this pipeline run's: left alone
+    messages = []
+    assert close_lost_attempts(parent, messages.append) == 1 and len(messages) == 1
+    closed = client.get_run(lost)
+    assert closed.info.status == "KILLED" and "worker-1" in closed.data.tags["unlearn.closed"]
+    assert client.get_run(done).info.status == "FINISHED" and client.get_run(other).info.status == "RUNNING"
+    assert close_lost_attempts(parent, messages.append) == 0 and len(messages) == 1

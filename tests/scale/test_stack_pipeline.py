@@ -249,7 +249,9 @@ def test_5_killing_a_worker_mid_run_ends_in_a_clean_retry_on_the_other(stack_run
     assert by_stage.get("worker-2"), by_stage  # the survivor ran the rest, the lost stage included
     assert not any(w == "driver" for w in by_stage), by_stage  # model stages never ran on the driver
     for lost in stack_run["killed"]:  # each stage worker-1 was killed in: never finished there, redone on worker-2
-        assert client.get_run(lost.info.run_id).info.status != "FINISHED", lost.info.run_name
+        closed = client.get_run(lost.info.run_id)  # closed by the driver at the end of the run, with why
+        assert closed.info.status == "KILLED" and "was lost mid-stage" in closed.data.tags["unlearn.closed"], \
+            (lost.info.run_name, closed.info.status)
         assert any(r.info.run_name == lost.info.run_name and r.data.tags.get("worker") == "worker-2"
                    and r.info.status == "FINISHED" for r in runs), lost.info.run_name
 
