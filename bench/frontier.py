@@ -182,7 +182,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--trials", type=int, default=20, help="calibration trials per method")
     ap.add_argument("--budget-s", type=float, default=300.0, help="calibration wall time per method")
     ap.add_argument("--no-calibrate", action="store_true", help="default settings only")
-    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ", ".join(SCENARIOS))
+    ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ", ".join(SCENARIOS).replace("%", "%%"))
     ap.add_argument("--quick", action="store_true", help="digits mlp, 20 epochs, 6 trials / 60 s per method")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/frontier-<data>-<model>.json)")
     args = ap.parse_args(argv)

@@ -46,3 +46,11 @@ def test_a_setting_that_left_the_model_untouched_is_marked_and_kept_off_the_fron
               "close": {"gap": 1.44, "speedup": 40.0, "forget": 0.998, "retain": 0.999}}
     assert frontier.is_noop(points["noop"], original) and not frontier.is_noop(points["close"], original)
     assert frontier.pareto(points, original) == ["real", "close"]
+
+
+def test_help_lists_the_scenarios(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as done:
+        frontier.parse(["--help"])
+    assert done.value.code == 0 and "class 3, random 10%" in capsys.readouterr().out
