@@ -101,16 +101,21 @@ def push_if_remote(root: Path, target: str = "data", url: str | None = None) -> 
         return True
 
 
-def pull(root: Path, targets: list[str], url: str | None = None) -> None:
+def pull(root: Path, targets: list[str], url: str | None = None, cache: Path | None = None) -> None:
     """`dvc pull` of `targets` (stage names such as `version_data`, or out paths) from the remote, into
     `root`: what a worker that shares no disk with the driver calls before a stage.
 
     `root` needs dvc.yaml and dvc.lock (the exact data version is the hashes in dvc.lock); a folder
-    without `.dvc/` is made a DVC repo first (no git), so a worker's empty folder works.
+    without `.dvc/` is made a DVC repo first (no git), so a worker's empty folder works. `cache`: a DVC
+    cache folder kept across pulls (a worker's, shared by its task folders: a second pull of one version
+    is a local checkout).
     """
     if not (root / "dvc.lock").exists():
         raise FileNotFoundError(f"dvc pull needs {root / 'dvc.lock'} (it names the data version to fetch)")
     config = _remote_config(root, url)
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        config = {**(config or {}), "cache": {"dir": str(cache)}}
     if not enabled(root):
         from dvc.repo import Repo
 

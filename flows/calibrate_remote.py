@@ -19,15 +19,12 @@ from prefect import flow, task
 
 from .context import StageContext
 from .retry import IO_RETRY
-from .runner import annotate, environ, worker_name
-from .workspace import Payload, build, new_payload, push_data, remote_url, worker_base
+from .runner import annotate, worker_name
+from .workspace import Payload, new_payload, on_worker, push_data, require_remote, worker_base
 
 
 def _search_on_worker(payload: Payload, excluded: list[list[int]], data_version: str) -> dict[str, Any]:
     """On a Dask worker: one method's search on proxy models trained (or cached) in this worker's folder."""
-    import os
-    import shutil
-
     from unlearning.calibration.core import calibrate_method, plan_calibration, proxy_cases
 
     from .profiles import rooted
@@ -35,24 +32,16 @@ def _search_on_worker(payload: Payload, excluded: list[list[int]], data_version:
     from .version_data import load_split
 
     t0 = time.perf_counter()
-    base = worker_base()
-    ws = None
-    env = {"MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI") or payload.tracking_uri}
-    with environ(env):
-        try:
-            ws = build(payload, base)
-            split, _ = load_split(ws)
-            params = rooted(payload.params, ws)
-            plan = plan_calibration(params, split, data_version=data_version, methods=[str(payload.method)],
-                                    excluded=excluded)
-            t1 = time.perf_counter()
-            cases = proxy_cases(params, plan, base / "calibration-models")
-            t2 = time.perf_counter()
-            outcome = calibrate_method(params, plan, str(payload.method), cases)
-            t3 = time.perf_counter()
-        finally:
-            if ws is not None:
-                shutil.rmtree(ws, ignore_errors=True)
+    with on_worker(payload) as ws:
+        split, _ = load_split(ws)
+        params = rooted(payload.params, ws)
+        plan = plan_calibration(params, split, data_version=data_version, methods=[str(payload.method)],
+                                excluded=excluded)
+        t1 = time.perf_counter()
+        cases = proxy_cases(params, plan, worker_base() / "calibration-models")
+        t2 = time.perf_counter()
+        outcome = calibrate_method(params, plan, str(payload.method), cases)
+        t3 = time.perf_counter()
     return {"outcome": outcome, "worker": worker_name(), "device": device_name(payload.params),
             "timings": {"workspace_s": t1 - t0, "proxy_models_s": t2 - t1, "search_s": t3 - t2}}
 
@@ -106,9 +95,7 @@ def dask_methods(ctx: StageContext, run_id: str, excluded: list[list[int]], data
     from .settings import tracking_uri
     from .tracking import git_commit
 
-    remote = remote_url(ctx.root, ctx.params)
-    if remote is None:
-        raise RuntimeError("no DVC remote for the workers: set orchestration.dvc_remote or UNLEARN_DVC_REMOTE")
+    remote = require_remote(ctx.root, ctx.params)
     ran_on: dict[str, dict[str, str]] = {}
 
     def run_methods(plan: Any) -> dict[str, Any]:

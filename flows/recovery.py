@@ -74,11 +74,7 @@ def close_orphans(root: Path, params: Any, say: Callable[[str], None] | None = N
         reason = _dead_reason(run.data.tags, model)
         if reason is None:
             continue
-        note = f"Marked KILLED at {now} by the next run ({me}): {reason}."
-        old = run.data.tags.get(NOTE)
-        client.set_tag(run.info.run_id, NOTE, f"{old}\n\n{note}" if old else note)
-        client.set_tag(run.info.run_id, "unlearn.closed", f"{now}: {reason}")
-        client.set_terminated(run.info.run_id, "KILLED")
+        _mark_killed(client, run, f"Marked KILLED at {now} by the next run ({me}): {reason}.", f"{now}: {reason}")
         closed += 1
     if closed:
         (say or _stderr)(f"recovery: marked {closed} run(s) left RUNNING by dead processes as KILLED "
@@ -103,14 +99,19 @@ def close_lost_attempts(parent_run_id: str, say: Callable[[str], None] | None = 
     for run in lost:
         reason = (f"its worker ({run.data.tags.get('worker', '?')}) was lost mid-stage; the stage ran again on "
                   "another worker")
-        note = f"Marked KILLED at {now} by the pipeline run that owns it: {reason}."
-        old = run.data.tags.get(NOTE)
-        client.set_tag(run.info.run_id, NOTE, f"{old}\n\n{note}" if old else note)
-        client.set_tag(run.info.run_id, "unlearn.closed", f"{now}: {reason}")
-        client.set_terminated(run.info.run_id, "KILLED")
+        _mark_killed(client, run, f"Marked KILLED at {now} by the pipeline run that owns it: {reason}.",
+                     f"{now}: {reason}")
     if lost:
         (say or _stderr)(f"recovery: marked {len(lost)} stage run(s) of lost attempts as KILLED")
     return len(lost)
+
+
+def _mark_killed(client: Any, run: Any, note: str, closed: str) -> None:
+    """End `run` as KILLED: `note` appended to its MLflow note, `closed` as its `unlearn.closed` tag."""
+    old = run.data.tags.get(NOTE)
+    client.set_tag(run.info.run_id, NOTE, f"{old}\n\n{note}" if old else note)
+    client.set_tag(run.info.run_id, "unlearn.closed", closed)
+    client.set_terminated(run.info.run_id, "KILLED")
 
 
 def _stderr(message: str) -> None:

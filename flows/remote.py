@@ -22,20 +22,20 @@ from .faults import crash_point
 from .recovery import close_lost_attempts
 from .removals import recording
 from .retry import IO_RETRY
-from .runner import annotate, environ, worker_name
+from .runner import annotate, worker_name
 from .stage_guard import PRIOR, stage_task, unchanged
 from .stages import address, label, member, run_stage, summary
 from .workspace import (
     Bundle,
     Payload,
     apply,
-    build,
     needed_checkpoints,
     new_payload,
+    on_worker,
     push_data,
+    require_remote,
     snapshot,
     upload,
-    worker_base,
 )
 
 
@@ -46,20 +46,12 @@ def _on_worker(payload: Payload) -> dict[str, Any]:
     from .tracking import set_lease
 
     t0 = time.perf_counter()
-    base = worker_base()
-    import os
-
-    # A worker's own MLFLOW_TRACKING_URI wins (its credentials stay in its environment); else the driver's.
-    env = {"UNLEARN_LAUNCHER": "prefect", "UNLEARN_GIT_COMMIT": payload.git_commit,
-           "MLFLOW_TRACKING_URI": os.environ.get("MLFLOW_TRACKING_URI") or payload.tracking_uri}
-    ws = None
-    with environ(env):
+    with on_worker(payload, {"UNLEARN_LAUNCHER": "prefect", "UNLEARN_GIT_COMMIT": payload.git_commit}) as ws:
+        t1 = time.perf_counter()
+        before = snapshot(ws)
+        if payload.lease:
+            set_lease(*payload.lease)
         try:
-            ws = build(payload, base)
-            t1 = time.perf_counter()
-            before = snapshot(ws)
-            if payload.lease:
-                set_lease(*payload.lease)
             ctx = StageContext(ws, payload.params, payload.parent_run_id, None)
             with recording(ws) as deleted:  # also what it removes that this workspace never had
                 record = run_stage(ctx, payload.stage, payload.method, payload.seed)
@@ -70,10 +62,6 @@ def _on_worker(payload: Payload) -> dict[str, Any]:
         finally:
             if payload.lease:
                 set_lease(payload.lease[0], None)
-            if ws is not None:
-                import shutil
-
-                shutil.rmtree(ws, ignore_errors=True)
     return {"record": record, "bundle": bundle, "worker": worker_name(),
             "timings": {"workspace_s": t1 - t0, "stage_s": t2 - t1, "upload_s": t3 - t2}}
 
@@ -165,11 +153,8 @@ _logs: dict[str, Any] = {}  # parent run -> the driver's console log (not pickla
 def on_dask(ctx: StageContext, record: bool) -> dict[str, dict[str, Any]]:
     """Run `stages_on_dask` with this run's DaskTaskRunner; label -> `{"record", "seconds", "unchanged", ...}`."""
     from .runner import build_runner, prefect_api_for_workers
-    from .workspace import remote_url
 
-    remote = remote_url(ctx.root, ctx.params)
-    if remote is None:
-        raise RuntimeError("no DVC remote for the workers: set orchestration.dvc_remote or UNLEARN_DVC_REMOTE")
+    remote = require_remote(ctx.root, ctx.params)
     _logs[str(ctx.parent_run_id)] = ctx.log
     try:
         sub = stages_on_dask.with_options(task_runner=build_runner(ctx.params))
@@ -201,7 +186,8 @@ def _stages(root: str, params: Any, parent_run_id: str, record: bool, remote: st
     out: dict[str, dict[str, Any]] = {"version_data": stage_task(ctx, "version_data", record=record)}
     check_recorded_data(ctx.root, record)
     driver = Driver(ctx, record, remote)
-    push_data(ctx.root, remote)
+    if not record:  # a recorded version_data pushed it already (flows.stage_guard), to this same remote
+        push_data(ctx.root, remote)
     chain = [("train_base", None, None), ("retrain_oracle", None, None)]
     for m in methods:  # timed stages: one at a time (flows.pipeline says why)
         chain += [("unlearn", m, None), *(("unlearn_seed", m, s) for s in more_seeds)]

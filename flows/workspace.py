@@ -27,10 +27,13 @@ import hashlib
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import _dvc
 from .removals import remove
 from .settings import CHECKPOINT, DATA_DIR, MODEL_FILE, RECORD_FILE, SPLIT_FILE
 
@@ -155,7 +158,7 @@ def build(payload: Payload, base: Path) -> Path:
         path = ws / _safe(rel)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)
-    pull_data(ws, payload.dvc_remote, base / "dvc-cache")
+    _dvc.pull(ws, [DATA_DIR], url=payload.dvc_remote, cache=base / "dvc-cache")
     from .datastore import content_hash
 
     got = content_hash(ws)
@@ -169,32 +172,9 @@ def build(payload: Payload, base: Path) -> Path:
     return ws
 
 
-def pull_data(ws: Path, remote: str, cache: Path) -> None:
-    """`dvc pull data` in the workspace from `remote`, by the hash its dvc.lock records.
-
-    Minimal stand-in for `flows._dvc.pull` (owned by the DVC-remote work): a throw-away DVC repo in the
-    workspace, this worker's cache shared between its tasks (a second pull of one version is a local checkout).
-    """
-    import logging
-
-    from dvc.repo import Repo
-
-    logging.getLogger("dvc").setLevel(logging.WARNING)
-    Repo.init(str(ws), no_scm=True)
-    cache.mkdir(parents=True, exist_ok=True)
-    with Repo(str(ws)) as repo:
-        with repo.config.edit() as conf:
-            conf["remote"]["pipeline"] = {"url": remote}
-            conf["core"]["remote"] = "pipeline"
-            conf["cache"] = {"dir": str(cache)}
-    with Repo(str(ws)) as repo:
-        repo.pull(targets=[str(ws / DATA_DIR)])
-
-
 def remote_url(root: Path, params: Any) -> str | None:
     """The DVC remote workers pull the data version from: `UNLEARN_DVC_REMOTE`, `orchestration.dvc_remote`,
     the project's default DVC remote, else (a local cluster only: same machine) the driver's DVC cache."""
-    from . import _dvc
     from .runner import scheduler_address
 
     url = _dvc.remote_url(root, params.orchestration.dvc_remote) or default_remote(root)
@@ -214,17 +194,38 @@ def default_remote(root: Path) -> str | None:
     return config.get("remote", {}).get(name, {}).get("url") if name else None
 
 
+@contextmanager
+def on_worker(payload: Payload, env: dict[str, str] | None = None) -> Iterator[Path]:
+    """On a Dask worker: the payload's workspace in this worker's folder, removed afterwards, with `env` set
+    meanwhile. The worker's own `MLFLOW_TRACKING_URI` wins (its credentials stay in its environment), else
+    the driver's."""
+    import os
+
+    from .runner import environ
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or payload.tracking_uri
+    ws = None
+    with environ({**(env or {}), "MLFLOW_TRACKING_URI": uri}):
+        try:
+            ws = build(payload, worker_base())
+            yield ws
+        finally:
+            if ws is not None:
+                shutil.rmtree(ws, ignore_errors=True)
+
+
+def require_remote(root: Path, params: Any) -> str:
+    """`remote_url`, or one line saying how to set one."""
+    url = remote_url(root, params)
+    if url is None:
+        raise RuntimeError("no DVC remote for the workers: set orchestration.dvc_remote or UNLEARN_DVC_REMOTE")
+    return url
+
+
 def push_data(root: Path, url: str) -> None:
     """`dvc push data` to `url` (the version dvc.lock records); nothing when `url` is the driver's own cache."""
-    from dvc.repo import Repo
-
-    from . import _dvc
-
-    if Path(url) == root / ".dvc" / "cache":
-        return
-    with _dvc._lock:
-        with Repo(str(root), config={"remote": {"unlearn-workers": {"url": url}}}) as repo:
-            repo.push(targets=[str(root / DATA_DIR)], remote="unlearn-workers")
+    if Path(url) != root / ".dvc" / "cache":
+        _dvc.push_if_remote(root, DATA_DIR, url)
 
 
 def fetch(uri: str, dest: Path, sha: str | None, what: str) -> None:
