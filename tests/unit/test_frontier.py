@@ -54,3 +54,29 @@ def test_help_lists_the_scenarios(capsys):
     with pytest.raises(SystemExit) as done:
         frontier.parse(["--help"])
     assert done.value.code == 0 and "class 3, random 10%" in capsys.readouterr().out
+
+
+def _run(scenario: str, epochs: int = 3) -> dict:
+    point = {"method": "neggrad", "settings": "default", "gap": 1.5, "gap_ci": [1.0, 2.0], "speedup": 9.0,
+             "speedup_ci": [8.0, 10.0], "forget": 0.0, "retain": 0.99, "test": 0.9, "mia": 1.0, "n_seeds": 3}
+    res = {"points": {"neggrad (default)": point}, "front": ["neggrad (default)"], "oracle_s": 40.0,
+           "calibration_s": {}, "calibration": {}, "original": {"gap": 50.0, "forget": 1.0, "retain": 1.0},
+           "original_gap": 50.0, "original_gap_ci": [49.0, 51.0]}
+    return {"dataset": "mnist", "model": "cnn width 16", "epochs": epochs, "seeds": 3, "methods": ["neggrad"],
+            "recipe_test_acc": {}, "scenarios": {scenario: res}, "wall_s": 100.0}
+
+
+def test_merge_joins_scenarios_run_side_by_side_and_refuses_another_recipe(tmp_path, capsys):
+    a, b, out = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "m.json"
+    a.write_text(json.dumps(_run("class 3")))
+    b.write_text(json.dumps(_run("random 10%")))
+    assert frontier.main(["--merge", str(a), str(b), "--out", str(out)]) == 0
+    merged = json.loads(out.read_text())
+    assert list(merged["scenarios"]) == ["class 3", "random 10%"] and out.with_suffix(".png").exists()
+    printed = capsys.readouterr().out
+    assert "MIA eff" in printed and "1.50 ± 0.50" in printed  # the per-metric table, intervals as half-widths
+    b.write_text(json.dumps(_run("random 10%", epochs=5)))
+    import pytest
+
+    with pytest.raises(SystemExit, match="epochs 5 differs"):
+        frontier.main(["--merge", str(a), str(b), "--out", str(out)])
