@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,13 +30,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from flows.stack_procs import free_port  # noqa: E402  (stdlib only: no Prefect or MLflow import)
+
 SERVER_START_S = 120  # measured 11-17 s on an idle 2-core machine (STACK.md); much more when it is busy
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def chromium() -> str | None:
@@ -238,7 +236,6 @@ def main(argv: list[str] | None = None) -> int:
     if chromium() is None:
         print("error: no chromium on PATH (Debian: apt-get install chromium)", file=sys.stderr)
         return 2
-    sys.path.insert(0, str(ROOT))
     from flows.settings import load, registered_model_name, tracking_uri
 
     params = load(args.root.resolve())

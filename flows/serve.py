@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,15 +23,11 @@ from pathlib import Path
 from typing import Any
 
 from .settings import QUIET_ENV, mask_credentials
+from .stack_procs import free_port
 
 DEPLOYMENT = "scheduled"
 PREFECT_HOME_DIR = ".prefect"  # per project, gitignored
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _healthy(api_url: str) -> bool:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -24,16 +23,13 @@ from pathlib import Path
 from distributed.diagnostics.plugin import WorkerPlugin
 from flowtest_utils import TINY
 
+from flows.stack_procs import free_port
+
 DRIVER_STAGES = {"version_data", "register_and_promote"}
 MODEL_STAGES = {"train_base", "retrain_oracle", "unlearn", "evaluate"}  # by run name: `unlearn[m/seed-1]` too
 TIMED = ("time/", "speedup")  # wall times differ between runs; every other metric is deterministic
 AUDITED = ("open", "os.listdir", "os.scandir", "os.chdir", "os.walk", "shutil.copyfile", "subprocess.Popen")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
