@@ -10,7 +10,8 @@ For one dataset and model:
    profiles switched off. Average gap (`oracle/avg_gap`, points) and speedup (oracle time of the same seed /
    method time, measured in the same run) come with 95 % t intervals over the seeds.
 3. **Calibrated settings.** `unlearning.calibration.calibrate` on proxy requests of the scenario's kind (never
-   the live request), its profile written to a scratch folder, then the same experiment with that profile.
+   the live request), its profile written to a scratch folder, then the same experiment with that profile,
+   on the bases and oracles the default experiment trained (one speedup reference for both settings).
    The calibration's wall time per method is reported beside it.
 4. A point (method, settings) is on the Pareto front when no other point has a lower-or-equal gap and a
    higher-or-equal speedup, one of them strictly. Prints a table, writes JSON and a PNG beside it.
@@ -159,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or ROOT / "bench" / "results" / f"frontier-{args.data}-{args.model}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     for scenario in args.scenarios.split(","):
-        result["scenarios"][scenario] = _scenario(base, scenario, args, t0)
-        out.write_text(json.dumps(result, indent=2, default=str) + "\n")  # partial results survive a stop
+        def save(res: dict[str, Any], scenario: str = scenario) -> None:  # partial results survive a stop
+            result["scenarios"][scenario] = res
+            out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+
+        _scenario(base, scenario, args, t0, save)
     result["wall_s"] = time.perf_counter() - t0
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     report(result, out)
@@ -207,18 +211,29 @@ def _progress(params: Params, label: str, t0: float) -> Callable[[], None]:
     return step
 
 
-def _scenario(base: list[str], scenario: str, args: argparse.Namespace, t0: float) -> dict[str, Any]:
-    """Default and calibrated experiments of one scenario."""
+def _scenario(base: list[str], scenario: str, args: argparse.Namespace, t0: float,
+              save: Callable[[dict[str, Any]], None]) -> None:
+    """Default and calibrated experiments of one scenario, on the same bases and oracles (trained once, so
+    both share the speedup reference); `save` gets the default-settings result first, then the whole."""
     overrides = [*base, SCENARIOS[scenario]]
     print(f"[{time.perf_counter() - t0:6.0f} s] {scenario}: default settings", flush=True)
     default_params = load_params(str(ROOT / "params.yaml"), [*overrides, "calibration.use_profile=false"])
-    default = run_experiment(default_params, on_step=_progress(default_params, f"{scenario}, default", t0))
+    trained: dict[int, tuple[Any, ...]] = {}
+    default = run_experiment(default_params, on_step=_progress(default_params, f"{scenario}, default", t0),
+                             trained=trained)
     points = points_of(default, "default")
     oracle_s = default["oracle"]["time/s"] if "time/s" in default.get("oracle", {}) else float("nan")
     base = default["original"]
     original = fields_of(base)
     calib_s: dict[str, float] = {}
     chosen: dict[str, Any] = {}
+
+    def res() -> dict[str, Any]:
+        return {"points": points, "front": pareto(points, original), "oracle_s": oracle_s,
+                "calibration_s": calib_s, "original": original, "original_gap": original["gap"],
+                "original_gap_ci": original["gap_ci"], "calibration": chosen}
+
+    save(res())
     if not args.no_calibrate:
         with tempfile.TemporaryDirectory() as scratch:
             cal_params = load_params(str(ROOT / "params.yaml"), [*overrides, f"calibration.profile_dir={scratch}"])
@@ -231,11 +246,10 @@ def _scenario(base: list[str], scenario: str, args: argparse.Namespace, t0: floa
                           "heldout_default_gap": cal.heldout.get(m, {}).get("default_gap")}
                       for m, s in cal.searches.items()}
             print(f"[{time.perf_counter() - t0:6.0f} s] {scenario}: calibrated settings", flush=True)
-            tuned = run_experiment(cal_params, on_step=_progress(cal_params, f"{scenario}, calibrated", t0))
+            tuned = run_experiment(cal_params, on_step=_progress(cal_params, f"{scenario}, calibrated", t0),
+                                   trained=trained)
             points.update(points_of(tuned, "calibrated"))
-    return {"points": points, "front": pareto(points, original), "oracle_s": oracle_s, "calibration_s": calib_s,
-            "original": original, "original_gap": original["gap"], "original_gap_ci": original["gap_ci"],
-            "calibration": chosen}
+    save(res())
 
 
 if __name__ == "__main__":

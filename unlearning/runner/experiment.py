@@ -49,7 +49,8 @@ def _evaluated(params: Params, model: nn.Module, split: Split, **kw: Any) -> dic
 
 def run_experiment(params: Params, log: LogFn | None = None,
                    on_update: Callable[[dict[str, Any]], None] | None = None,
-                   on_step: Callable[[], None] | None = None) -> dict[str, Any]:
+                   on_step: Callable[[], None] | None = None,
+                   trained: dict[int, tuple[Any, ...]] | None = None) -> dict[str, Any]:
     """Bases, oracles and every configured method, evaluated, summarised and gated; the JSON-able results.
 
     Shape: {"request", "device", "seeds": {"training", "unlearning"}, "notes", "original", "oracle",
@@ -61,7 +62,10 @@ def run_experiment(params: Params, log: LogFn | None = None,
     "calibration" says which profile was used (`ProfileUse.summary`). Speedup = the oracle's
     (retrain) time of the same training seed / method time, measured in this run. `on_update(results)` is
     called after every evaluated model, so a long run can save partial results (`results["complete"]` is
-    False until the end); `on_step()` after each unit of `stage_count`.
+    False until the end); `on_step()` after each unit of `stage_count`. `trained` (training seed -> (base,
+    base time, oracle, oracle time)) is read before training and filled after: experiments that differ only
+    in method settings share their bases and oracles, and so their speedup reference; the caller vouches
+    that data, model, recipe and request agree.
     """
     update = on_update or (lambda results: None)
     step = on_step or (lambda: None)
@@ -81,13 +85,20 @@ def run_experiment(params: Params, log: LogFn | None = None,
 
     bases, oracles, base_runs, oracle_runs, reference, base_time = {}, {}, [], [], {}, {}
     for t in seeds:
-        p = with_training_seed(params, t)
-        bases[t], base_time[t] = train_original(p, split, log=log)
-        step()
-        oracles[t], t_oracle = (None, float("nan"))
-        if params.evaluate.oracle:
-            oracles[t], t_oracle = train_oracle(p, split, log=log)
+        if trained is not None and t in trained:
+            bases[t], base_time[t], oracles[t], t_oracle = trained[t]
+            for _ in range(1 + int(params.evaluate.oracle)):
+                step()
+        else:
+            p = with_training_seed(params, t)
+            bases[t], base_time[t] = train_original(p, split, log=log)
             step()
+            oracles[t], t_oracle = (None, float("nan"))
+            if params.evaluate.oracle:
+                oracles[t], t_oracle = train_oracle(p, split, log=log)
+                step()
+            if trained is not None:
+                trained[t] = (bases[t], base_time[t], oracles[t], t_oracle)
         reference[t] = t_oracle if params.evaluate.oracle else base_time[t]
     # The retrains' per-sample outputs: what the paired membership shift of every model is measured against.
     band = [oracles[t] for t in seeds if oracles[t] is not None]
