@@ -214,7 +214,8 @@ def _progress(params: Params, label: str, t0: float) -> Callable[[], None]:
 def _scenario(base: list[str], scenario: str, args: argparse.Namespace, t0: float,
               save: Callable[[dict[str, Any]], None]) -> None:
     """Default and calibrated experiments of one scenario, on the same bases and oracles (trained once, so
-    both share the speedup reference); `save` gets the default-settings result first, then the whole."""
+    both share the speedup reference); `save` gets the result after each part: the default settings, the
+    calibration's outcome, then the whole."""
     overrides = [*base, SCENARIOS[scenario]]
     print(f"[{time.perf_counter() - t0:6.0f} s] {scenario}: default settings", flush=True)
     default_params = load_params(str(ROOT / "params.yaml"), [*overrides, "calibration.use_profile=false"])
@@ -223,8 +224,7 @@ def _scenario(base: list[str], scenario: str, args: argparse.Namespace, t0: floa
                              trained=trained)
     points = points_of(default, "default")
     oracle_s = default["oracle"]["time/s"] if "time/s" in default.get("oracle", {}) else float("nan")
-    base = default["original"]
-    original = fields_of(base)
+    original = fields_of(default["original"])
     calib_s: dict[str, float] = {}
     chosen: dict[str, Any] = {}
 
@@ -245,6 +245,7 @@ def _scenario(base: list[str], scenario: str, args: argparse.Namespace, t0: floa
                           "heldout_gap": cal.heldout.get(m, {}).get("gap"),
                           "heldout_default_gap": cal.heldout.get(m, {}).get("default_gap")}
                       for m, s in cal.searches.items()}
+            save(res())  # the calibration's outcome survives a stop during the (long) calibrated experiment
             print(f"[{time.perf_counter() - t0:6.0f} s] {scenario}: calibrated settings", flush=True)
             tuned = run_experiment(cal_params, on_step=_progress(cal_params, f"{scenario}, calibrated", t0),
                                    trained=trained)

@@ -37,7 +37,6 @@ from flows.stack_procs import free_port  # noqa: E402  (stdlib only: no Prefect 
 SERVER_START_S = 120  # measured 11-17 s on an idle 2-core machine (STACK.md); much more when it is busy
 
 
-
 def chromium() -> str | None:
     """The Debian chromium (or a Chrome) on PATH, if any."""
     return next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)

@@ -29,7 +29,6 @@ DEPLOYMENT = "scheduled"
 PREFECT_HOME_DIR = ".prefect"  # per project, gitignored
 
 
-
 def _healthy(api_url: str) -> bool:
     try:
         with urllib.request.urlopen(f"{api_url}/health", timeout=2) as resp:

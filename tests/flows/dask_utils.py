@@ -31,7 +31,6 @@ TIMED = ("time/", "speedup")  # wall times differ between runs; every other metr
 AUDITED = ("open", "os.listdir", "os.scandir", "os.chdir", "os.walk", "shutil.copyfile", "subprocess.Popen")
 
 
-
 @contextmanager
 def servers(folder: Path):
     """`mlflow server` (sqlite backend, artifacts proxied: `mlflow-artifacts:`) and a local DVC remote.
