@@ -120,6 +120,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated: " + ", ".join(SCENARIOS).replace("%", "%%"))
     ap.add_argument("--quick", action="store_true", help="digits mlp, 20 epochs, 6 trials / 60 s per method")
     ap.add_argument("--out", default=None, help="JSON path (default bench/results/frontier-<data>-<model>.json)")
+    ap.add_argument("--calibration-from", default=None, metavar="JSON",
+                    help="apply an earlier run's calibration outcomes (same data, model, recipe, seeds) instead of "
+                         "searching again; its default points are kept, only the methods it retuned run again")
     ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
                     help="combine the scenarios of runs made in parallel (same data, model, recipe) into --out")
     args = ap.parse_args(argv)
@@ -164,7 +167,10 @@ def main(argv: list[str] | None = None) -> int:
             result["scenarios"][scenario] = res
             out.write_text(json.dumps(result, indent=2, default=str) + "\n")
 
-        _scenario(base, scenario, args, t0, save)
+        if args.calibration_from:
+            replay(base, scenario, args, t0, save, result)
+        else:
+            _scenario(base, scenario, args, t0, save)
     result["wall_s"] = time.perf_counter() - t0
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     report(result, out)
@@ -197,6 +203,41 @@ def merge(paths: list[Path], out: Path) -> int:
     out.write_text(json.dumps(merged, indent=2, default=str) + "\n")
     report(merged, out)
     return 0
+
+
+def replay(base: list[str], scenario: str, args: argparse.Namespace, t0: float,
+           save: Callable[[dict[str, Any]], None], result: dict[str, Any]) -> None:
+    """The calibrated half of a scenario from an earlier run's recorded calibration (`--calibration-from`): the
+    methods whose search changed a setting run again with those values (bases and oracles retrained with the
+    same seeds; `original_check` compares the untouched originals of both runs, so a reader can see they are
+    the same models); a method that kept its defaults gets its default point, marked `same_as_default`.
+    Speedups of rerun methods are against this run's oracle time (`oracle_s_replay`)."""
+    path = Path(args.calibration_from)
+    old = json.loads(path.read_text())
+    for key in ("dataset", "model", "epochs", "seeds"):
+        if old[key] != result[key]:
+            raise SystemExit(f"{path}: {key} {old[key]!r} differs from this run's {result[key]!r}; not replayed")
+    prev = old["scenarios"][scenario]
+    chosen = {m: c for m, c in prev["calibration"].items() if m in result["methods"]}
+    retuned = [m for m, c in chosen.items() if c["chosen"] != "defaults"]
+    points = {k: p for k, p in prev["points"].items() if p["settings"] == "default"}
+    for m in set(chosen) - set(retuned):
+        points[f"{m} (calibrated)"] = {**points[f"{m} (default)"], "settings": "calibrated",
+                                       "values": chosen[m]["values"], "same_as_default": True}
+    res = {**prev, "points": points, "calibration": chosen, "replayed_from": str(path)}
+    if retuned:
+        sets = [f"unlearn.{m}={json.dumps(chosen[m]['values'])}" for m in retuned]
+        params = load_params(str(ROOT / "params.yaml"), [*base, SCENARIOS[scenario], "calibration.use_profile=false",
+                                                          f"unlearn.methods={retuned}", *sets])
+        print(f"[{time.perf_counter() - t0:6.0f} s] {scenario}: calibrated settings of {', '.join(retuned)} "
+              f"from {path.name}", flush=True)
+        tuned = run_experiment(params, on_step=_progress(params, f"{scenario}, calibrated", t0))
+        points.update(points_of(tuned, "calibrated"))
+        now = fields_of(tuned["original"])
+        res["original_check"] = {f: [prev["original"][f], now[f]] for f in ("forget", "retain", "test", "gap")}
+        res["oracle_s_replay"] = tuned["oracle"].get("time/s")
+    res["front"] = pareto(points, prev["original"])
+    save(res)
 
 
 def _progress(params: Params, label: str, t0: float) -> Callable[[], None]:

@@ -80,3 +80,28 @@ def test_merge_joins_scenarios_run_side_by_side_and_refuses_another_recipe(tmp_p
 
     with pytest.raises(SystemExit, match="epochs 5 differs"):
         frontier.main(["--merge", str(a), str(b), "--out", str(out)])
+
+
+def test_replay_applies_a_recorded_calibration_and_reruns_only_the_retuned_methods(tmp_path):
+    prior, out = tmp_path / "prior.json", tmp_path / "replay.json"
+    common = ["--data", "digits", "--model", "mlp", "--width", "0", "--epochs", "2", "--seeds", "2",
+              "--methods", "finetune,neggrad", "--scenarios", "class 3"]
+    assert frontier.main([*common, "--no-calibrate", "--out", str(prior)]) == 0
+    run = json.loads(prior.read_text())
+    run["scenarios"]["class 3"]["calibration"] = {
+        "finetune": {"chosen": "defaults", "values": {"lr": 0.02, "epochs": 5}, "trials": 2},
+        "neggrad": {"chosen": "search", "values": {"lr": 0.01, "max_steps": 5}, "trials": 3}}
+    prior.write_text(json.dumps(run))
+    assert frontier.main([*common, "--calibration-from", str(prior), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["scenarios"]["class 3"]
+    neggrad, finetune = res["points"]["neggrad (calibrated)"], res["points"]["finetune (calibrated)"]
+    assert neggrad["values"]["lr"] == 0.01 and neggrad["values"]["max_steps"] == 5 and "same_as_default" not in neggrad
+    assert finetune["same_as_default"] and finetune["gap"] == res["points"]["finetune (default)"]["gap"]
+    before, after = res["original_check"]["retain"]
+    assert before == after  # the same seeds retrained the same base models
+    run["epochs"] = 3
+    prior.write_text(json.dumps(run))
+    import pytest
+
+    with pytest.raises(SystemExit, match="epochs 3 differs"):
+        frontier.main([*common, "--calibration-from", str(prior), "--out", str(out)])

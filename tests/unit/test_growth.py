@@ -1,0 +1,41 @@
+"""`bench/growth.py`: slopes, the classification rule, and the size-only sweep on an MNIST subset."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from bench import growth  # noqa: E402
+
+
+def test_slope_is_the_log_log_exponent_and_skips_missing_points():
+    assert growth.slope([1, 2, 4], [3, 6, 12]) == pytest.approx(1.0)
+    assert growth.slope([1, 2, 4], [5, 5, float("nan")]) == pytest.approx(0.0)
+    assert math.isnan(growth.slope([1, 2], [1, float("nan")]))
+
+
+def test_rule_separates_forget_retain_and_fixed_budgets():
+    assert growth.classify(0.9, 0.1, float("nan")) == "forget set"
+    assert growth.classify(0.1, 0.9, float("nan")) == "retain set"
+    assert growth.classify(0.1, 0.2, float("nan")) == "neither"
+    assert growth.classify(float("nan"), 0.9, 0.7) == "forget set (class sweep)"
+
+
+@pytest.mark.slow
+def test_size_only_sweep_times_every_size_and_fits_the_size_slope(shared_datasets, tmp_path):
+    out = tmp_path / "g.json"
+    assert growth.main(["--data-root", str(shared_datasets), "--quick", "--sizes-only", "--methods", "neggrad",
+                        "--epochs", "1", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert list(result["points"]) == ["size 25%", "size 50%", "size 100%"]
+    assert [p["n_train"] for p in result["points"].values()] == [1000, 2000, 4000]
+    slopes = result["slopes"]["retrain"]
+    assert math.isnan(slopes["slope_forget_random"]) and slopes["slope_train_size"] > 0.3  # retraining grows with |D|
+    assert out.with_suffix(".png").exists()
