@@ -40,6 +40,7 @@ class CalibrationRecord(Record):
     skipped: dict[str, str]  # method -> why it was not calibrated
     excluded_requests: list[str]
     run_id: str | None = None
+    budget_hints: list[str] = []  # searches the wall-time budget cut short (`unlearning.calibration.search.budget_hint`)
 
 
 def kind_text(kind: dict[str, Any]) -> str:
@@ -113,6 +114,7 @@ def calibrate(ctx: StageContext, methods: Sequence[str] | None = None) -> Calibr
 
     from unlearning.calibration.core import calibrate as search
     from unlearning.calibration.profile import data_version, key_hash, profile_key
+    from unlearning.calibration.search import budget_hint
     from unlearning.calibration.universe import request_kind
 
     from .runner import is_dask
@@ -155,6 +157,7 @@ def calibrate(ctx: StageContext, methods: Sequence[str] | None = None) -> Calibr
     record = CalibrationRecord(
         profile=_shown(result.path, root), key=key, request_kind=kind, values=result.values(),
         heldout={m: {k: (v if math.isfinite(v) else None) for k, v in h.items()} for m, h in result.heldout.items()},
-        skipped=result.skipped, excluded_requests=hashes, run_id=run.run_id)
+        skipped=result.skipped, excluded_requests=hashes, run_id=run.run_id,
+        budget_hints=[h for h in (budget_hint(s, params.calibration) for s in result.searches.values()) if h])
     record.write(StageRun.path(root, "calibrate"))
     return record

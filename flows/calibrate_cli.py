@@ -41,6 +41,8 @@ def cmd_calibrate(args: Any) -> int:
               f"(defaults {gaps['default_gap']})")
     for method, why in out["skipped"].items():
         print(f"{method}: skipped ({why})")
+    for hint in out.get("budget_hints", []):
+        print(hint)
     print(f"profile: {out['profile']} (runs of this data version, model, recipe and request kind use it; "
           f"params.yaml and --set win); MLflow run {out['run_id']}")
     return 0

@@ -182,3 +182,16 @@ def _suggest(trial: Any, key: str, dist: Any) -> Any:
 def _best_value(study: Any) -> float | None:
     done = [t.value for t in study.trials if t.state.name == "COMPLETE" and t.value is not None]
     return min(done) if done else None
+
+
+def budget_hint(search: MethodSearch, settings: CalibrationConfig) -> str | None:
+    """A line when the wall-time budget, not `trials`, ended a search before TPE could start (fewer trials
+    than `startup_trials`): such a search mostly keeps the defaults, and nothing else says why. The cost of a
+    trial is estimated from this search (its wall time over the trials run plus the defaults' scoring)."""
+    ran = search.trials + search.pruned + search.failed
+    if ran >= min(settings.trials, settings.startup_trials) or search.wall_s < settings.budget_s:
+        return None
+    per_trial = search.wall_s / (ran + 1)
+    return (f"{search.method}: the {settings.budget_s:g} s budget stopped the search after {ran} of "
+            f"{settings.trials} trials (about {per_trial:.0f} s each); calibration.budget_s="
+            f"{math.ceil(per_trial * (settings.trials + 1) / 10) * 10:.0f} would fit them all")
