@@ -161,3 +161,25 @@ def test_the_runner_uses_a_matching_profile_and_explicit_settings_win(tmp_path, 
     other = tmp_path / "other.json"  # another request kind: the profile does not match, defaults run
     assert main([*base, "--set", "request.random=0.1", "--out", str(other)]) == 0
     assert set(json.loads(other.read_text())["methods"]["finetune"]["settings_source"].values()) == {"default"}
+
+
+def test_kept_defaults_score_as_the_defaults_on_the_held_out_proxy(tmp_path, digits, monkeypatch):
+    # nabla_tau's alpha0 defaults to 5/3 of the request's forget fraction, chosen at run time; the search records
+    # the first proxy's value, but a profile that keeps the defaults leaves alpha0 to each request (classes
+    # differ in size), so the held-out proxy scores the defaults themselves, once.
+    from unlearning.calibration import core
+
+    held_out: list = []
+
+    def recording(params, name, cfg, cases, seed, **kw):
+        held_out.append(cfg.alpha0)
+        return score_on(params, name, cfg, cases, seed, **kw)
+
+    score_on = core.score_on
+    monkeypatch.setattr(core, "score_on", recording)
+    params = _params(tmp_path, "unlearn.methods=[nabla_tau]", "calibration.budget_s=0.01", "unlearn.nabla_tau.max_epochs=5")
+    result = calibrate(params, resolve(params.request, digits), data_version="x")
+    assert result.searches["nabla_tau"].chosen == "defaults" and result.searches["nabla_tau"].values["alpha0"] > 0
+    assert held_out == [None]  # the defaults, as a profile that kept them runs: alpha0 left to the request
+    assert result.heldout["nabla_tau"]["gap"] == result.heldout["nabla_tau"]["default_gap"]
+    assert read_profile(result.path)["methods"]["nabla_tau"]["values"] == {}

@@ -117,8 +117,12 @@ def calibrate_method(params: Params, plan: CalibrationPlan, name: str, cases: Se
     """Search `name` on the calibration proxies, then score its choice and its defaults on the held-out one."""
     search_cases, heldout_case = list(cases[:-1]), cases[-1]
     s = search_method(params, name, search_cases, params.calibration, seed=plan.seed, log=log)
-    chosen = score_on(params, name, setting_config(params, name, s.values), [heldout_case], plan.seed)
     default = score_on(params, name, setting_config(params, name, {}), [heldout_case], plan.seed)
+    # Kept defaults are the profile's empty setting, so on the held-out proxy they are the defaults' score:
+    # `s.values` also holds what a default chose at run time on the first proxy (nabla_tau's alpha0 from
+    # its forget fraction), which the held-out proxy and the live request choose for themselves.
+    chosen = (score_on(params, name, setting_config(params, name, s.values), [heldout_case], plan.seed)
+              if s.chosen == "search" else default)
     if log is not None:
         log({"stage": "calibrate", "method": name, "chosen": s.chosen, "values": s.values, "gap": s.gap,
              "heldout_gap": chosen.gap, "heldout_default_gap": default.gap, "wall_s": round(s.wall_s, 1)})
