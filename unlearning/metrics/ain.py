@@ -124,7 +124,9 @@ def relearn_steps(model: nn.Module, relearn: Samples, val: Samples, target: floa
         raise ValueError("'relearn' and 'val' must be non-empty")
     net = copy.deepcopy(model).requires_grad_(True)
     device = model_device(net)
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    # Fused: one kernel per step instead of ~10 per tensor; on a digits model that never relearns (500 steps)
+    # the evaluation fell from 1.79 to 1.24 s, every metric equal to 3 decimals (bench/bench_evaluate.py).
+    opt = torch.optim.Adam(net.parameters(), lr=lr, fused=device.type in ("cpu", "cuda"))
     batches = _endless(_prepared(relearn.to(device)), min(batch_size, len(relearn)),
                        torch.Generator().manual_seed(seed))
     val = _prepared(val.to(device))
