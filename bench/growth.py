@@ -134,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sizes-only", action="store_true",
                     help="only the size sweep (25, 50, 100 %% of the data, forget 10 %%): the full-MNIST part in "
                          "about 35 minutes on one core, where the whole sweep takes hours")
+    ap.add_argument("--sizes-from", default=None, metavar="JSON",
+                    help="take the size sweep from an earlier --sizes-only run on the same data and recipe; only the "
+                         "request sweep runs (the two halves of a full-MNIST run can then go in two sessions)")
     ap.add_argument("--seeds", type=int, default=1, help="unlearning/oracle seeds per point (median)")
     ap.add_argument("--epochs", type=int, default=3, help="the recipe of the original and the oracle")
     ap.add_argument("--methods", default=None, help="comma-separated (default: unlearn.methods of params.yaml)")
@@ -149,17 +152,30 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     warm_up(params, full, methods)
     points: dict[str, dict] = {}
+    sizes_from = _sizes_from(Path(args.sizes_from), len(full.y_train), args.epochs) if args.sizes_from else None
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save_partial() -> None:  # what is measured survives a stop (the full sweep takes hours)
+        done = {k: {f: v for f, v in p.items() if f != "original"} for k, p in points.items()}
+        out.write_text(json.dumps({"partial": True, "n_train": len(full.y_train), "recipe_epochs": args.epochs,
+                                   "points": done}, indent=2) + "\n")
+
     base = None
     for label, request in ({} if args.sizes_only else REQUESTS).items():
         print(f"[{time.perf_counter() - t0:6.0f} s] {label}", flush=True)
         points[label] = measure(params, full, request, methods, seeds, original=base)
         base = points[label]["original"]
-    for frac in (*SIZES, 1.0) if args.sizes_only else SIZES:
+        save_partial()
+    if sizes_from is not None:
+        points.update(sizes_from)
+    for frac in () if sizes_from is not None else (*SIZES, 1.0) if args.sizes_only else SIZES:
         label = f"size {frac:.0%}"
         print(f"[{time.perf_counter() - t0:6.0f} s] {label}", flush=True)
         points[label] = measure(params, subset(full, int(frac * len(full.y_train)), seed=2), {"random": 0.1},
                                 methods, seeds)
-    if not args.sizes_only:
+        save_partial()
+    if not args.sizes_only and sizes_from is None:
         points["size 100%"] = points["random 10%"]
     for p in points.values():
         p.pop("original", None)
@@ -173,17 +189,25 @@ def main(argv: list[str] | None = None) -> int:
         s_n = slope([points[k]["n_train"] for k in sizes], [points[k]["times"][name] for k in sizes])
         rows[name] = {"slope_forget_random": s_f, "slope_forget_classes": s_c, "slope_train_size": s_n,
                       "scales_with": "(size sweep only)" if args.sizes_only else classify(s_f, s_n, s_c)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     png = out.with_suffix(".png")
     plot(points, methods, png)
     result = {"dataset": "mnist", "model": "cnn width 16", "recipe_epochs": args.epochs, "quick": args.quick, "sizes_only": args.sizes_only,
+              "sizes_from": args.sizes_from,
               "n_train": len(full.y_train), "seeds": len(seeds), "rule": RULE, "points": points, "slopes": rows,
               "wall_s": time.perf_counter() - t0}
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(report(result, methods))
     print(f"JSON: {out}\nplot: {png}")
     return 0
+
+
+def _sizes_from(path: Path, n_train: int, epochs: int) -> dict[str, dict]:
+    """The size points of an earlier `--sizes-only` run, refused unless its data size and recipe match."""
+    run = json.loads(path.read_text())
+    if not run.get("sizes_only") or run.get("n_train") != n_train or run.get("recipe_epochs") != epochs:
+        raise SystemExit(f"{path}: not a --sizes-only run on {n_train} training images with a {epochs}-epoch "
+                         "recipe; not used")
+    return {k: p for k, p in run["points"].items() if k.startswith("size")}
 
 
 def report(result: dict, methods: list[str]) -> str:

@@ -39,3 +39,16 @@ def test_size_only_sweep_times_every_size_and_fits_the_size_slope(shared_dataset
     slopes = result["slopes"]["retrain"]
     assert math.isnan(slopes["slope_forget_random"]) and slopes["slope_train_size"] > 0.3  # retraining grows with |D|
     assert out.with_suffix(".png").exists()
+
+
+def test_sizes_from_takes_the_size_points_of_a_matching_sizes_only_run_and_refuses_others(tmp_path):
+    run = {"sizes_only": True, "n_train": 60000, "recipe_epochs": 3,
+           "points": {"size 25%": {"n_train": 15000}, "size 100%": {"n_train": 60000}}}
+    path = tmp_path / "sizes.json"
+    path.write_text(json.dumps(run))
+    assert list(growth._sizes_from(path, 60000, 3)) == ["size 25%", "size 100%"]
+    with pytest.raises(SystemExit, match="not a --sizes-only run on 4000 training images"):
+        growth._sizes_from(path, 4000, 3)
+    path.write_text(json.dumps({**run, "sizes_only": False}))
+    with pytest.raises(SystemExit, match="3-epoch recipe; not used"):
+        growth._sizes_from(path, 60000, 3)
