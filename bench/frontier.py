@@ -39,7 +39,6 @@ sys.path.insert(0, str(ROOT))
 from bench.frontier_report import finite, is_noop, metrics_table, plot, table  # noqa: E402
 from unlearning.calibration.core import calibrate  # noqa: E402
 from unlearning.calibration.profile import data_version  # noqa: E402
-from unlearning.calibration.search import budget_hint  # noqa: E402
 from unlearning.metrics import accuracy  # noqa: E402
 from unlearning.params import Params, load_params  # noqa: E402
 from unlearning.runner.experiment import run_experiment, stage_count  # noqa: E402
@@ -286,7 +285,7 @@ def _scenario(base: list[str], scenario: str, args: argparse.Namespace, t0: floa
             chosen = {m: {"chosen": s.chosen, "values": s.values, "trials": s.trials,
                           "heldout_gap": cal.heldout.get(m, {}).get("gap"),
                           "heldout_default_gap": cal.heldout.get(m, {}).get("default_gap"),
-                          "budget_hint": budget_hint(s, cal_params.calibration)}
+                          "budget_hint": s.budget_hint}
                       for m, s in cal.searches.items()}
             save(res())  # the calibration's outcome survives a stop during the (long) calibrated experiment
             print(f"[{time.perf_counter() - t0:6.0f} s] {scenario}: calibrated settings", flush=True)

@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         save_partial()
     if sizes_from is not None:
         points.update(sizes_from)
-    for frac in () if sizes_from is not None else (*SIZES, 1.0) if args.sizes_only else SIZES:
+    fractions = (*SIZES, 1.0) if args.sizes_only else SIZES  # without --sizes-only, 100 % is "random 10%"
+    for frac in () if sizes_from is not None else fractions:
         label = f"size {frac:.0%}"
         print(f"[{time.perf_counter() - t0:6.0f} s] {label}", flush=True)
         points[label] = measure(params, subset(full, int(frac * len(full.y_train)), seed=2), {"random": 0.1},
@@ -191,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                       "scales_with": "(size sweep only)" if args.sizes_only else classify(s_f, s_n, s_c)}
     png = out.with_suffix(".png")
     plot(points, methods, png)
-    result = {"dataset": "mnist", "model": "cnn width 16", "recipe_epochs": args.epochs, "quick": args.quick, "sizes_only": args.sizes_only,
-              "sizes_from": args.sizes_from,
+    result = {"dataset": "mnist", "model": "cnn width 16", "recipe_epochs": args.epochs, "quick": args.quick,
+              "sizes_only": args.sizes_only, "sizes_from": args.sizes_from,
               "n_train": len(full.y_train), "seeds": len(seeds), "rule": RULE, "points": points, "slopes": rows,
               "wall_s": time.perf_counter() - t0}
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -114,7 +114,6 @@ def calibrate(ctx: StageContext, methods: Sequence[str] | None = None) -> Calibr
 
     from unlearning.calibration.core import calibrate as search
     from unlearning.calibration.profile import data_version, key_hash, profile_key
-    from unlearning.calibration.search import budget_hint
     from unlearning.calibration.universe import request_kind
 
     from .runner import is_dask
@@ -158,6 +157,6 @@ def calibrate(ctx: StageContext, methods: Sequence[str] | None = None) -> Calibr
         profile=_shown(result.path, root), key=key, request_kind=kind, values=result.values(),
         heldout={m: {k: (v if math.isfinite(v) else None) for k, v in h.items()} for m, h in result.heldout.items()},
         skipped=result.skipped, excluded_requests=hashes, run_id=run.run_id,
-        budget_hints=[h for h in (budget_hint(s, params.calibration) for s in result.searches.values()) if h])
+        budget_hints=[s.budget_hint for s in result.searches.values() if s.budget_hint])
     record.write(StageRun.path(root, "calibrate"))
     return record

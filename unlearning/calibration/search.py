@@ -55,6 +55,7 @@ class MethodSearch:
     failed: int
     wall_s: float
     log: list[dict[str, Any]] = field(default_factory=list)  # one entry per trial, for trackers
+    budget_hint: str | None = None  # set when the wall-time budget cut the search short (`budget_hint`)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "log"}
@@ -161,12 +162,14 @@ def search_method(params: Params, name: str, cases: Sequence[ProxyCase], setting
     candidates += [(dict(t.params), scores[t.number], "search") for t in trials
                    if t.state.name == "COMPLETE" and t.number in scores]
     values, score, chosen = _pick(candidates, settings.tie_gap)
-    return MethodSearch(
+    found = MethodSearch(
         name, describe_space(space), values, chosen, score.gap, score.time_s, defaults, default_score.gap,
         default_score.time_s, states.count("COMPLETE"), states.count("PRUNED"), states.count("FAIL"),
         time.perf_counter() - start,
         [{"number": t.number, "params": dict(t.params), "state": t.state.name.lower(), "value": t.value,
           "time_s": t.user_attrs.get("time_s"), "intermediate": dict(t.intermediate_values)} for t in trials])
+    found.budget_hint = budget_hint(found, settings)
+    return found
 
 
 def _suggest(trial: Any, key: str, dist: Any) -> Any:

@@ -76,7 +76,7 @@ def _run(args: argparse.Namespace, console: Any) -> int:
         oracle, _ = train_oracle(params, split)
         live = score_live(result, params, split, original, oracle)
     console.close()
-    print(format_calibration(result, live, split.description, params.calibration))
+    print(format_calibration(result, live, split.description))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         out = {"profile": str(result.path), "proxies": result.proxies, "skipped": result.skipped,

@@ -18,8 +18,7 @@ def _values(values: dict[str, Any]) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
 
 
-def format_calibration(result: Any, live: dict[str, dict[str, float]] | None, request: str,
-                       settings: Any = None) -> str:
+def format_calibration(result: Any, live: dict[str, dict[str, float]] | None, request: str) -> str:
     """Method, trials (done / pruned / failed), chosen settings, then the gap (points) with the default
     setting -> with the calibrated one, on the calibration proxies, the held-out proxy and the live request."""
     header = ["method", "trials", "chosen settings", "proxy gap", "held-out gap", "live gap", "wall s"]
@@ -40,9 +39,6 @@ def format_calibration(result: Any, live: dict[str, dict[str, float]] | None, re
              "and MIA efficacy (points; regression: W1 to the oracle), default setting -> calibrated; "
              "trials = done/pruned/failed")
     tail = [f"{m}: skipped, {why}" for m, why in result.skipped.items()]
-    if settings is not None:  # CalibrationConfig: say where the budget, not the trial count, ended a search
-        from ..calibration.search import budget_hint
-
-        tail += [h for h in (budget_hint(s, settings) for s in result.searches.values()) if h]
+    tail += [s.budget_hint for s in result.searches.values() if s.budget_hint]
     tail.append(f"profile written to {result.path}" if result.path else "profile not written")
     return "\n".join([title, *lines, *tail])
