@@ -7,7 +7,7 @@ whole flow, every stage kept unchanged). The cold and forced runs are each a fre
 `unlearn run` does (`flows.cli.main(["run", ...])`) with these parts timed:
 
     imports       `import flows.cli` and the flow module, in the run's process
-    prefect       the temporary Prefect server's start (SubprocessASGIServer.start)
+    prefect       the wait for the temporary Prefect server (it boots during the run's checks)
     training      unlearning.steps.train_original / train_oracle
     unlearning    unlearning.steps.run_method
     scoring       unlearning.steps.evaluate_model
@@ -69,8 +69,12 @@ spans["imports"] = [(s, time.perf_counter())]
 import unlearning.steps as steps
 import mlflow, mlflow.tracking.client as mc
 from flows import _dvc
-from prefect.server.api import server as ps
-wrap(ps.SubprocessASGIServer, "start", "prefect")
+try:
+    import flows.temp_server as ts
+    wrap(ts.TemporaryServer, "wait", "prefect")  # the run waits for its early server (flows.temp_server)
+except ImportError:  # an older revision: Prefect starts its server at the flow's first call
+    from prefect.server.api import server as ps
+    wrap(ps.SubprocessASGIServer, "start", "prefect")
 for name, part in (("train_original", "training"), ("train_oracle", "training"), ("run_method", "unlearning"),
                    ("evaluate_model", "scoring")):
     wrap(steps, name, part)
@@ -165,7 +169,7 @@ def table(res: dict) -> str:
         c, w = cold["parts"].get(part, {}), warm["parts"].get(part, {})
         lines.append(f"{part:<16}{c.get('wall_s', 0):>12.1f}{c.get('thread_s', 0):>11.1f}"
                      f"{w.get('wall_s', 0):>14.1f}{w.get('thread_s', 0):>13.1f}")
-    for key, name in (("startup_s", "interpreter"), ("compute_wall_s", "compute (union)"),
+    for key, name in (("startup_s", "interp.+exit"), ("compute_wall_s", "compute (union)"),
                       ("orchestration_s", "orchestration"), ("wall_s", "total")):
         lines.append(f"{name:<16}{cold[key]:>12.1f}{'':>11}{warm[key]:>14.1f}")
     lines.append(f"{'orch. share':<16}{cold['orchestration_share']:>12.0%}{'':>11}{warm['orchestration_share']:>14.0%}")
@@ -189,10 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "overhead.json"))
     ap.add_argument("--keep", action="store_true", help="keep the temporary clone")
+    ap.add_argument("--rev", default="HEAD", help="the commit to measure (default HEAD; an older one: 'before')")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="overhead-"))
     try:
-        res = measure(tmp / "clone")
+        res = measure(tmp / "clone", args.rev)
     finally:
         if not args.keep:  # also after a failed run: no clone left behind
             subprocess.run(["rm", "-rf", str(tmp)], check=False)
@@ -204,9 +209,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def measure(clone: Path) -> dict:
+def measure(clone: Path, rev: str = "HEAD") -> dict:
     """Clone, venv, the cold, warm and forced runs, the empty flow: every figure of the table."""
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
+    subprocess.run(["git", "checkout", "--quiet", rev], cwd=clone, check=True)
     commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=clone, capture_output=True, text=True).stdout.strip()
     uv = ROOT / ".uvtool"
     if uv.exists() and not (clone / ".uvtool").exists():

@@ -15,8 +15,8 @@ def cmd_calibrate(args: Any) -> int:
     from .calibrate import check_calibrate
     from .preflight import check_orchestration, check_tracking
     from .profiles import rooted
-    from .recovery import tie_temporary_server
     from .settings import load
+    from .temp_server import temporary_server
 
     root = args.root.resolve()
     params = load(root, args.params, args.overrides)
@@ -25,16 +25,17 @@ def cmd_calibrate(args: Any) -> int:
     if args.methods is not None and not methods:
         raise ValueError("--methods names no method")
     check_calibrate(root, rooted(params, root), methods)
-    from .calibrate_flow import unlearning_calibrate
     from .locks import hold
 
     print(f"calibrating {', '.join(methods) if methods else 'the methods of calibration.methods / unlearn.methods'}"
           f" (at most {params.calibration.trials} trials and {params.calibration.budget_s:.0f} s each) ...",
           file=sys.stderr)
-    tie_temporary_server()
-    with hold(root, params, "unlearn calibrate", wait=args.wait):  # refused before Prefect's server starts
-        out = unlearning_calibrate(root=str(root), params_path=args.params, overrides=args.overrides,
-                                   methods=methods, wait=args.wait)
+    with hold(root, params, "unlearn calibrate", wait=args.wait), temporary_server() as server:  # flows.temp_server
+        from .calibrate_flow import unlearning_calibrate
+
+        with server.serving():
+            out = unlearning_calibrate(root=str(root), params_path=args.params, overrides=args.overrides,
+                                       methods=methods, wait=args.wait)
     for method, values in out["values"].items():
         gaps = out["heldout"][method]
         print(f"{method}: {values or 'defaults kept'}; held-out proxy gap {gaps['gap']} "

@@ -55,26 +55,29 @@ def _dataset(params):
 
 def cmd_run(args) -> int:
     from .fast_path import skip_run
-    from .preflight import check_run
+    from .preflight import check_run, ensure_store
     from .records import StageRun
+    from .recovery import held_run
     from .settings import RUNS_DIR, mask_credentials, tracking_uri
+    from .temp_server import temporary_server
 
     root = args.root.resolve()
     if skip_run(root, args.params, args.overrides, args.force):  # nothing changed: one line, no flow started
         return 0
-    params = _params(args)
-    dataset = _dataset(params)
-    pending = check_run(root, params, dataset)  # request vs dataset, devices, tracking store: before anything
-    if pending:
-        print(f"processing {len(pending)} pending deletion request(s): {len({i for r in pending for i in r['ids']})} "
-              f"sample ids ({', '.join(r['hash'] for r in pending)})", file=sys.stderr)
-    from .pipeline import unlearning_pipeline
-    from .recovery import held_run
+    with temporary_server() as server:  # Prefect's server boots meanwhile; bad input stops it unwaited
+        params = _params(args)
+        pending = check_run(root, params, _dataset(params), create_store=False)  # every check, nothing created
+        if pending:
+            print(f"processing {len(pending)} pending deletion request(s): {len({i for r in pending for i in r['ids']})}"
+                  f" sample ids ({', '.join(r['hash'] for r in pending)})", file=sys.stderr)
+        t0 = time.perf_counter()
+        with held_run(root, params, wait=args.wait, tie=False):  # a second run is refused here, at once
+            ensure_store(tracking_uri(root, params))
+            from .pipeline import unlearning_pipeline
 
-    t0 = time.perf_counter()
-    with held_run(root, params, wait=args.wait):  # refuse a second run before Prefect's server starts
-        out = unlearning_pipeline(root=str(root), params_path=args.params, overrides=args.overrides,
-                                  wait=args.wait)
+            with server.serving():
+                out = unlearning_pipeline(root=str(root), params_path=args.params, overrides=args.overrides,
+                                          wait=args.wait)
     total = time.perf_counter() - t0
     print(out["promotion"].table)
     print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in out["stages"].items()))
@@ -296,5 +299,12 @@ def main(argv: list[str] | None = None) -> int:
         return code
 
 
+def entry() -> NoReturn:
+    """The `unlearn` command (and `python -m flows.cli`): `main`, then `process_exit.exit_now`."""
+    from .process_exit import exit_now
+
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

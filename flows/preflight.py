@@ -188,9 +188,11 @@ def check_orchestration(root: Path, params: Any, uri: str) -> None:
                              "from; set orchestration.dvc_remote or UNLEARN_DVC_REMOTE (s3://..., gs://..., a path)")
 
 
-def check_run(root: Path, params: Any, dataset: Any | None = None) -> list[dict[str, Any]]:
+def check_run(root: Path, params: Any, dataset: Any | None = None,
+              create_store: bool = True) -> list[dict[str, Any]]:
     """Every up-front check of a run, cheapest first; the store is created (when new) only once all passed.
 
+    `create_store=False` leaves that to the caller (`unlearn run` does it while Prefect's server starts).
     Returns the pending deletion requests the run will process (`check_request`).
     """
     check_devices(params)
@@ -201,7 +203,8 @@ def check_run(root: Path, params: Any, dataset: Any | None = None) -> list[dict[
 
         dataset = load_dataset(params.data.name, params.data.root, params.data.download, **params.data.options())
     pending = check_request(root, params, dataset)
-    ensure_store(uri)
+    if create_store:
+        ensure_store(uri)
     return pending
 
 
