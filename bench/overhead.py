@@ -96,7 +96,11 @@ for name in ("log_metric", "log_metrics", "log_param", "log_params", "log_artifa
     wrap(mlflow, name, "mlflow")
 rc = flows.cli.main(["run", *sys.argv[1:]])
 print("OVERHEAD-JSON " + json.dumps({"rc": rc, "t0": T0, "end": time.perf_counter(), "spans": spans}))
-sys.exit(rc)
+try:  # the console command's own end (no module teardown), where the revision has it
+    from flows.process_exit import exit_now
+except ImportError:
+    sys.exit(rc)
+exit_now(rc)
 '''
 
 

@@ -157,7 +157,7 @@ def death_signal_preexec() -> Callable[[], None] | None:
 def held_run(root: Path, params: Any, wait: bool = False, tie: bool = True) -> Iterator[None]:
     """What `unlearn run` wraps the flow in: a temporary server tied to us, the project lock and the lease.
 
-    Taken here, a second run is refused before Prefect's server starts (5-17 s); the flow body takes
+    Taken here, a second run is refused before it waits for Prefect's server (5-17 s); the flow body takes
     the same locks again (for free in this process, for real in a scheduled run). `tie=False`: the caller
     starts the server itself (`flows.temp_server`, which ties Prefect's own start only when it falls back).
     """
