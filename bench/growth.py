@@ -77,6 +77,19 @@ def classify(s_forget: float, s_size: float, s_classes: float) -> str:
     return "retain set" if s_size >= 0.5 else "neither"
 
 
+def fit_slopes(points: dict, methods: list[str], sizes_only: bool = False) -> dict[str, dict]:
+    """Each method's (and retraining's) log-log slopes over the three sweeps, and what it scales with."""
+    rows = {}
+    sizes = [k for k in points if k.startswith("size")]
+    for name in ["retrain", *methods]:
+        s_f, s_c, s_n = (slope([points[k][x] for k in keys if k in points],
+                               [points[k]["times"][name] for k in keys if k in points])
+                         for keys, x in ((RANDOM_POINTS, "n_forget"), (CLASS_POINTS, "n_forget"), (sizes, "n_train")))
+        rows[name] = {"slope_forget_random": s_f, "slope_forget_classes": s_c, "slope_train_size": s_n,
+                      "scales_with": "(size sweep only)" if sizes_only else classify(s_f, s_n, s_c)}
+    return rows
+
+
 def measure(params: Params, ds: Dataset, request: dict, methods: list[str], seeds: list[int],
             original=None) -> dict:
     """Oracle and method times (median over seeds) for one request on `ds`; trains a base unless given."""
@@ -180,16 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         points["size 100%"] = points["random 10%"]
     for p in points.values():
         p.pop("original", None)
-    rows = {}
-    for name in ["retrain", *methods]:
-        s_f = slope([points[k]["n_forget"] for k in RANDOM_POINTS if k in points],
-                    [points[k]["times"][name] for k in RANDOM_POINTS if k in points])
-        s_c = slope([points[k]["n_forget"] for k in CLASS_POINTS if k in points],
-                    [points[k]["times"][name] for k in CLASS_POINTS if k in points])
-        sizes = [k for k in points if k.startswith("size")]
-        s_n = slope([points[k]["n_train"] for k in sizes], [points[k]["times"][name] for k in sizes])
-        rows[name] = {"slope_forget_random": s_f, "slope_forget_classes": s_c, "slope_train_size": s_n,
-                      "scales_with": "(size sweep only)" if args.sizes_only else classify(s_f, s_n, s_c)}
+    rows = fit_slopes(points, methods, args.sizes_only)
     png = out.with_suffix(".png")
     plot(points, methods, png)
     result = {"dataset": "mnist", "model": "cnn width 16", "recipe_epochs": args.epochs, "quick": args.quick,
@@ -219,9 +223,10 @@ def report(result: dict, methods: list[str]) -> str:
     lines += [head, "-" * len(head)]
     for label, p in pts.items():
         r = p["times"]["retrain"]
+        own = p.get("retrain_of", {})  # a joined result (growth_join.py): each method against its own run's retrain
         lines.append(f"{label:<12}{p['n_train']:>7}{p['n_forget']:>7}{r:>10.1f}"
-                     + "".join(f"{p['times'][m] / r:>12.3f}" if math.isfinite(p["times"][m]) else f"{'-':>12}"
-                               for m in methods))
+                     + "".join(f"{p['times'][m] / own.get(m, r):>12.3f}" if math.isfinite(p["times"][m])
+                               else f"{'-':>12}" for m in methods))
     lines += ["", f"{'method':<14}{'slope |D_f| rand':>17}{'slope |D_f| cls':>16}{'slope |D|':>10}  scales with",
               "-" * 72]
     for name, s in result["slopes"].items():
