@@ -99,3 +99,30 @@ def test_a_refused_run_does_not_wait_for_the_server(monkeypatch):
     procs[0].wait()
     # A clean stop waits up to 5 s for a server that ignores SIGTERM; a refused run must not.
     assert elapsed < 3.0, elapsed
+
+
+def test_the_server_dies_with_a_killed_run(tmp_path):
+    script = textwrap.dedent("""
+        import time
+        from flows.temp_server import temporary_server
+        with temporary_server() as server:
+            print(server.proc.pid, flush=True)
+            time.sleep(120)
+    """)
+    run = subprocess.Popen([sys.executable, "-c", script], env=_clean_env(tmp_path), stdout=subprocess.PIPE,
+                           text=True, cwd=tmp_path)
+    pid = int(run.stdout.readline())
+    run.kill()  # SIGKILL: no atexit, no finally
+    run.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and _alive(pid):
+        time.sleep(0.1)
+    assert not _alive(pid), "the early Prefect server outlived the run that started it"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"  # a zombie has exited (its parent, init, reaps it)
