@@ -219,6 +219,9 @@ def report(result: dict, methods: list[str]) -> str:
     pts = result["points"]
     lines = [f"# MNIST ({result['n_train']} train), cnn width 16, {result['recipe_epochs']}-epoch recipe, "
              f"{result['seeds']} seed(s); time / retrain time at each point (retrain in seconds)"]
+    if any("retrain_of" in p for p in pts.values()):
+        lines.append("# joined runs (growth_join.py): each ratio against the retrain of the run that timed that "
+                     "method; the retrain column is the first run's")
     head = f"{'point':<12}{'|D|':>7}{'|D_f|':>7}{'retrain s':>10}" + "".join(f"{m[:11]:>12}" for m in methods)
     lines += [head, "-" * len(head)]
     for label, p in pts.items():
