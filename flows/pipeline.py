@@ -26,7 +26,7 @@ from .locks import hold
 from .preflight import check_run
 from .runner import is_dask
 from .settings import device_name, is_service, load, mask_credentials, quiet_env, registered_model_name
-from .stage_guard import stage_task
+from .stage_guard import record_deferred, record_task, stage_task
 from .stages import label
 from .tracking import flatten, git_commit, log_parent_summary, owner_tags, setup_mlflow
 
@@ -154,15 +154,17 @@ def _on_threads(ctx: StageContext, record: bool) -> dict[str, dict[str, Any]]:
     """Every stage a task of this process (Prefect's thread pool); label -> the task's result."""
     methods, more_seeds = ctx.params.unlearn.methods, ctx.params.evaluate.seeds[1:]
     data = stage_task.submit(ctx, "version_data", record=record)
-    base = stage_task.submit(ctx, "train_base", record=record, upstream=[data])
-    oracle = stage_task.submit(ctx, "retrain_oracle", record=record, upstream=[base])
+    # The timed chain (one stage at a time): its dvc.lock records wait for its end (stage_guard.record_deferred).
+    base = stage_task.submit(ctx, "train_base", record=record, upstream=[data], defer=True)
+    oracle = stage_task.submit(ctx, "retrain_oracle", record=record, upstream=[base], defer=True)
     models, seeded, previous = {}, {}, oracle
     for m in methods:  # one task per (method, unlearning seed); the first seed's is the registered version
         models[m] = previous = stage_task.with_options(task_run_name=label("unlearn", m)).submit(
-            ctx, "unlearn", m, record=record, upstream=[base, previous])
+            ctx, "unlearn", m, record=record, upstream=[base, previous], defer=True)
         for s in more_seeds:
             seeded[m, s] = previous = stage_task.with_options(task_run_name=label("unlearn_seed", m, s)).submit(
-                ctx, "unlearn_seed", m, record=record, upstream=[models[m], previous], seed=s)
+                ctx, "unlearn_seed", m, record=record, upstream=[models[m], previous], seed=s, defer=True)
+    recorded = record_task.submit(ctx, upstream=[previous])  # beside the evaluate stages
     evals = {m: stage_task.with_options(task_run_name=label("evaluate", m)).submit(
         ctx, "evaluate", m, record=record, upstream=[models[m], *(seeded[m, s] for s in more_seeds), oracle,
                                                      previous]) for m in methods}
@@ -171,7 +173,10 @@ def _on_threads(ctx: StageContext, record: bool) -> dict[str, dict[str, Any]]:
                **{label("unlearn", m): f for m, f in models.items()},
                **{label("unlearn_seed", m, s): f for (m, s), f in seeded.items()},
                **{label("evaluate", m): f for m, f in evals.items()}, "register_and_promote": promote}
-    _raise_first_failure(list(futures.values()))
+    try:
+        _raise_first_failure([*futures.values(), recorded])
+    finally:
+        record_deferred(ctx)  # a chain that failed part-way: what finished is recorded all the same
     return {k: f.result() for k, f in futures.items()}
 
 
