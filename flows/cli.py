@@ -56,9 +56,8 @@ def _dataset(params):
 def cmd_run(args) -> int:
     from .fast_path import skip_run
     from .preflight import check_run, ensure_store
-    from .records import StageRun
     from .recovery import held_run
-    from .settings import RUNS_DIR, mask_credentials, tracking_uri
+    from .settings import tracking_uri
     from .temp_server import temporary_server
 
     root = args.root.resolve()
@@ -73,25 +72,12 @@ def cmd_run(args) -> int:
         t0 = time.perf_counter()
         with held_run(root, params, wait=args.wait, tie=False):  # a second run is refused here, at once
             ensure_store(tracking_uri(root, params))
-            from .pipeline import unlearning_pipeline
+            from .pipeline import print_summary, unlearning_pipeline
 
             with server.serving():
                 out = unlearning_pipeline(root=str(root), params_path=args.params, overrides=args.overrides,
                                           wait=args.wait)
-    total = time.perf_counter() - t0
-    print(out["promotion"].table)
-    print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in out["stages"].items()))
-    runs = {role: StageRun.read(root / RUNS_DIR / f"{role}.json").source for role in ("base", "oracle")}
-    print(f"base model: {runs['base']}; oracle: {runs['oracle']}")
-    print(f"pipeline: {total:.1f} s (flow body {out['seconds']:.1f} s); MLflow parent run {out['parent_run_id']}")
-    uri = mask_credentials(tracking_uri(root, params))
-    import mlflow
-    exp = mlflow.get_experiment_by_name(params.tracking.experiment)  # the UI's model-training view (not GenAI):
-    print(f"tracking: {uri} -> mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000/#/experiments/"
-          f"{exp.experiment_id if exp else ''}/runs?workflowType=machine_learning")
-    report = root / RUNS_DIR / "report.html"
-    if report.exists():
-        print(f"report: {report} (open it in a browser; also on the MLflow parent run)")
+    print_summary(root, params, out, time.perf_counter() - t0)
     return 0
 
 

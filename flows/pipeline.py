@@ -1,9 +1,10 @@
 """The whole DAG as one Prefect flow (what `unlearn run` and a schedule run), over the stage functions.
 
 Each Prefect task calls one stage function of `flows.stages` in this process, then records the finished
-stage in dvc.lock (`dvc commit`), shape (a) of DESIGN.md (`_dvc` says why, with the measurements); a
-per-method stage that `dvc status` reports unchanged is not run again. Without `PREFECT_API_URL` the flow
-runs on Prefect's temporary local server. With `--set` overrides, the run is tracked in MLflow but not
+stage in dvc.lock (`dvc commit`; the timed chain's stages in one batch once the chain ends, flows.stage_guard),
+shape (a) of DESIGN.md (`_dvc` says why, with the measurements); a per-method stage that `dvc status` reports
+unchanged is not run again. Without `PREFECT_API_URL` the flow runs on Prefect's temporary local server
+(`unlearn run` starts it early: flows.temp_server). With `--set` overrides, the run is tracked in MLflow but not
 recorded in dvc.lock (the lock must describe params.yaml; use `dvc exp run -S` for that).
 With `orchestration.task_runner: dask` the model stages run on Dask workers instead, in a subflow that owns
 the `DaskTaskRunner` (flows.remote; flows.workspace says what travels where); the rest is the same.
@@ -54,6 +55,27 @@ def _start_parent(root: Path, params: Any, overrides: list[str]) -> str:
     for i in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run.info.run_id, params=items[i:i + 100])
     return run.info.run_id
+
+
+def print_summary(root: Path, params: Any, out: dict[str, Any], total_s: float) -> None:
+    """What `unlearn run` prints after the flow: the results and gates, stage times, where to look next."""
+    import mlflow
+
+    from .records import StageRun
+    from .settings import RUNS_DIR, tracking_uri
+
+    print(out["promotion"].table)
+    print("stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in out["stages"].items()))
+    runs = {role: StageRun.read(root / RUNS_DIR / f"{role}.json").source for role in ("base", "oracle")}
+    print(f"base model: {runs['base']}; oracle: {runs['oracle']}")
+    print(f"pipeline: {total_s:.1f} s (flow body {out['seconds']:.1f} s); MLflow parent run {out['parent_run_id']}")
+    uri = mask_credentials(tracking_uri(root, params))
+    exp = mlflow.get_experiment_by_name(params.tracking.experiment)  # the UI's model-training view (not GenAI):
+    print(f"tracking: {uri} -> mlflow ui --backend-store-uri {uri}, then open http://127.0.0.1:5000/#/experiments/"
+          f"{exp.experiment_id if exp else ''}/runs?workflowType=machine_learning")
+    report = root / RUNS_DIR / "report.html"
+    if report.exists():
+        print(f"report: {report} (open it in a browser; also on the MLflow parent run)")
 
 
 def _raise_first_failure(futures: list) -> None:

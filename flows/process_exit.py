@@ -4,7 +4,8 @@ After `unlearn run` printed its result, Python's own shutdown (tearing down the 
 Prefect, DVC, SQLAlchemy and their objects) took another 3.1 s at load 2.5 (0.2 s as here). Here the
 guarantees are kept in Python's order (non-daemon threads joined, `atexit` handlers run: logging, MLflow's
 async queue, Prefect's workers, temporary files; stdout and stderr flushed), then the process ends.
-Only for the console command: an in-process caller (a test) gets `main`'s return value as before.
+Only for the console command (`flows.cli.entry`: pyproject's `unlearn` script, `python -m flows.cli`): an
+in-process caller (a test) of `flows.cli.main` gets its return value as before.
 """
 
 from __future__ import annotations
