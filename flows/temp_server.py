@@ -49,6 +49,8 @@ class TemporaryServer:
         from .recovery import death_signal_preexec
 
         env = dict(os.environ)
+        if env.get("PREFECT_API_URL"):  # a real server, named in the environment: nothing to start
+            return self
         if "prefect.settings" in sys.modules:  # loaded already (a test harness, a caller): its settings decide
             settings = sys.modules["prefect.settings"].get_current_settings()
             if settings.api.url or not settings.server.ephemeral.enabled:

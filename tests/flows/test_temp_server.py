@@ -126,3 +126,11 @@ def _alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"  # a zombie has exited (its parent, init, reaps it)
+
+
+def test_an_api_url_in_the_environment_starts_nothing(monkeypatch):
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    server = TemporaryServer().start()
+    assert server.proc is None and server.wait() == "not needed"
+    with server.serving():  # Prefect's configuration decides: the URL is left as it was
+        assert os.environ["PREFECT_API_URL"] == "http://127.0.0.1:9/api"
