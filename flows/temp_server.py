@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 
 from .stack_procs import free_port
@@ -53,7 +53,7 @@ class TemporaryServer:
             return self
         if "prefect.settings" in sys.modules:  # loaded already (a test harness, a caller): its settings decide
             settings = sys.modules["prefect.settings"].get_current_settings()
-            if settings.api.url or not settings.server.ephemeral.enabled:
+            if _prefect_decides(settings):
                 return self
             env.update(settings.to_environment_variables(exclude_unset=True))
         port = free_port()
@@ -109,30 +109,24 @@ class TemporaryServer:
         if state == "not needed":  # Prefect's configuration decides, as without us
             yield
             return
-        if state == "failed":
+        if state == "failed":  # Prefect starts its own, stopped only at exit
             from .recovery import tie_temporary_server
 
             tie_temporary_server()
+            pointed = nullcontext()
+        else:
+            from prefect.settings import PREFECT_API_URL, temporary_settings
+
+            from .runner import environ
+
+            pointed = ExitStack()
+            pointed.enter_context(environ({"PREFECT_API_URL": self.api}))  # subprocesses and Dask workers
+            pointed.enter_context(temporary_settings(updates={PREFECT_API_URL: self.api}))
+        with pointed:
             try:
                 yield
             finally:
-                drain_to_api()  # Prefect's own server stops only at exit
-            return
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        old = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = self.api  # subprocesses and local Dask workers inherit it
-        try:
-            with temporary_settings(updates={PREFECT_API_URL: self.api}):
-                try:
-                    yield
-                finally:
-                    drain_to_api()
-        finally:
-            if old is None:
-                os.environ.pop("PREFECT_API_URL", None)
-            else:
-                os.environ["PREFECT_API_URL"] = old
+                drain_to_api()
 
     def stop(self, wait: bool = True) -> None:
         """SIGTERM, then (with `wait`) SIGKILL after 5 s, as Prefect stops its own server."""
@@ -176,13 +170,17 @@ def temporary_server() -> Iterator[TemporaryServer]:
     server.stop()
 
 
+def _prefect_decides(settings) -> bool:
+    """Prefect's settings name an API, or forbid a temporary server: nothing for us to start."""
+    return bool(settings.api.url) or not settings.server.ephemeral.enabled
+
+
 def _serve(port: int) -> int:
     """The subprocess: Prefect's temporary server on 127.0.0.1:`port`, unless Prefect is configured otherwise."""
     os.environ.update(EPHEMERAL_ENV)  # before Prefect reads its settings
     from prefect.settings import get_current_settings
 
-    settings = get_current_settings()
-    if settings.api.url or not settings.server.ephemeral.enabled:
+    if _prefect_decides(get_current_settings()):
         return NOT_NEEDED
     import uvicorn
 
