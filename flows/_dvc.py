@@ -231,7 +231,7 @@ def _commit_batch(root: Path, batch: list[_Ticket]) -> None:
     """Commit every ticket's stages with one dvc.lock write; on any failure, each ticket on its own."""
     with _repo(root) as repo, _fast_dumps():
         try:
-            if len(batch) > 1:
+            if sum(len(t.stages) for t in batch) > 1:  # one caller's many stages too (record_deferred)
                 _commit_together(repo, [_target(root, s) for t in batch for s in t.stages])
                 for t in batch:
                     t.done = True

@@ -79,3 +79,11 @@ def test_a_failing_stage_fails_its_own_caller_only(fake, tmp_path):
     assert outcome["evaluate@a"] is None and outcome["evaluate@c"] is None
     assert isinstance(outcome["evaluate@bad"], ValueError)
     assert sorted(w[0] for w in fake) == [_dvc._target(tmp_path, "evaluate@a"), _dvc._target(tmp_path, "evaluate@c")]
+
+
+def test_one_callers_stages_are_written_once(fake, tmp_path):
+    """The deferred chain (train_base ... unlearn@m) comes from one caller: one write, not one per stage
+    (measured: 13 stages 2.1-2.4 s one by one, 1.0 s together)."""
+    stages = ["train_base", "retrain_oracle", "unlearn@a", "unlearn@b"]
+    _dvc.commit(tmp_path, stages)
+    assert fake == [sorted(_dvc._target(tmp_path, s) for s in stages)]
