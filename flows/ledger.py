@@ -97,7 +97,7 @@ class Ledger:
         if self._client is None:
             import mlflow
 
-            from .tracking import first_touch
+            from .sqlite_store import first_touch
 
             with first_touch(self.uri):  # a new sqlite store is created (migrated) by one process at a time
                 self._client = mlflow.MlflowClient(self.uri)

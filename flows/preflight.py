@@ -147,7 +147,7 @@ def ensure_store(uri: str, attempts: int = 3) -> None:
         return
     import mlflow
 
-    from .tracking import first_touch
+    from .sqlite_store import first_touch
 
     path = _sqlite_path(uri)
     with first_touch(uri):  # the same lock as every other first use of the store (tracking.setup_mlflow)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .settings import device_name, mask_credentials, registered_model_name, tracking_uri
+from .sqlite_store import first_touch
 
 
 def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
@@ -34,33 +35,6 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, str]:
 
 _setup_lock = threading.Lock()
 _experiments: dict[tuple[str, str], str] = {}
-
-
-@contextmanager
-def first_touch(uri: str) -> Iterator[None]:
-    """Serialise the first use of a sqlite store between processes (a flock on its folder).
-
-    MLflow creates and migrates a new sqlite store on first use; two processes doing it at once (two
-    clones sharing one new `mlflow.db`) made the second die in the migration (`duplicate column`).
-    """
-    import fcntl
-
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    try:
-        fd = os.open(Path(uri[len("sqlite:///"):]).parent, os.O_RDONLY)
-    except OSError:  # no such folder: MLflow says so itself
-        yield
-        return
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # a file system without flock: go on unserialised, as before
-            pass
-        yield
-    finally:
-        os.close(fd)
 
 
 # MLflow 3's UI opens an experiment without this tag as a GenAI one (runs shown as "Evaluation runs",

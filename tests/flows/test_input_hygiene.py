@@ -310,7 +310,8 @@ def test_processes_creating_one_new_store_at_once_all_succeed(tmp_path):
     code = ("import sys, time; from flows.preflight import ensure_store; t = float(sys.argv[1])\n"
             "while time.time() < t: time.sleep(0.01)\n"
             f"ensure_store('sqlite:///{db}'); print('ok')")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2]),
+           "UNLEARN_MLFLOW_TEMPLATE": str(tmp_path / "none.db")}  # no template: MLflow migrates, as it races
     procs = [subprocess.Popen([sys.executable, "-c", code, str(start)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, env=env) for _ in range(3)]
     results = [p.communicate(timeout=180) for p in procs]
