@@ -6,7 +6,7 @@ own), then runs the pipeline there: cold, then warm with nothing changed exactly
 whole flow, every stage kept unchanged). The cold and forced runs are each a fresh process that does what
 `unlearn run` does (`flows.cli.main(["run", ...])`) with these parts timed:
 
-    imports       `import flows.cli` and the flow module, in the run's process
+    imports       `import flows.cli` and of the flow module (flows.pipeline), where the run imports them
     prefect       the wait for the temporary Prefect server (it boots during the run's checks)
     training      unlearning.steps.train_original / train_oracle
     unlearning    unlearning.steps.run_method
@@ -41,7 +41,7 @@ COMPUTE = ("training", "unlearning", "scoring")
 
 # The run's process: wraps the parts, runs the CLI, prints one JSON line. Runs inside the clone's venv.
 CHILD = r'''
-import json, sys, threading, time, importlib
+import importlib.abc, importlib.util, json, sys, threading, time
 T0 = time.perf_counter()
 spans = {}
 lock = threading.Lock()
@@ -63,37 +63,67 @@ def wrap(owner, attr, part):
     else:
         setattr(owner, attr, timed)
 
-s = time.perf_counter()
-import flows.cli, flows.pipeline, flows.stages  # noqa
-spans["imports"] = [(s, time.perf_counter())]
-import unlearning.steps as steps
-import mlflow, mlflow.tracking.client as mc
-from flows import _dvc
-try:
-    import flows.temp_server as ts
-    wrap(ts.TemporaryServer, "wait", "prefect")  # the run waits for its early server (flows.temp_server)
-except ImportError:  # an older revision: Prefect starts its server at the flow's first call
-    from prefect.server.api import server as ps
-    wrap(ps.SubprocessASGIServer, "start", "prefect")
-for name, part in (("train_original", "training"), ("train_oracle", "training"), ("run_method", "unlearning"),
-                   ("evaluate_model", "scoring")):
-    wrap(steps, name, part)
-    for mod in list(sys.modules.values()):  # modules that imported the name before the wrap
-        if getattr(mod, "__name__", "").startswith("flows") and hasattr(mod, name):
-            wrap(mod, name, part)
-for name in ("commit", "is_clean", "push_if_remote"):
-    wrap(_dvc, name, "dvc")
-import flows.evaluate as ev, flows.stages as st
-for name in ("write_pngs", "write_per_class"):
-    wrap(ev, name, "plots")
-wrap(st.STAGES, "evaluate", "evaluate")  # a dict: setattr would not reach it
+def steps_(mod):
+    for name, part in (("train_original", "training"), ("train_oracle", "training"),
+                       ("run_method", "unlearning"), ("evaluate_model", "scoring")):
+        wrap(mod, name, part)
 
-for name in dir(mc.MlflowClient):
-    if name.split("_")[0] in ("log", "set", "create", "search", "get", "update", "transition", "delete") :
-        wrap(mc.MlflowClient, name, "mlflow")
-for name in ("log_metric", "log_metrics", "log_param", "log_params", "log_artifact", "log_artifacts",
-             "set_tag", "set_tags", "start_run", "end_run", "log_input", "log_table", "log_dict"):
-    wrap(mlflow, name, "mlflow")
+def client_(mod):
+    for name in dir(mod.MlflowClient):
+        if name.split("_")[0] in ("log", "set", "create", "search", "get", "update", "transition", "delete"):
+            wrap(mod.MlflowClient, name, "mlflow")
+
+def mlflow_(mod):
+    for name in ("log_metric", "log_metrics", "log_param", "log_params", "log_artifact", "log_artifacts",
+                 "set_tag", "set_tags", "start_run", "end_run", "log_input", "log_table", "log_dict"):
+        wrap(mod, name, "mlflow")
+
+def server_(mod):  # the run waits for its early server (flows.temp_server)
+    wrap(mod.TemporaryServer, "wait", "prefect")
+
+def old_server_(mod):  # a revision without flows.temp_server: Prefect starts its server at the first call
+    if "flows.temp_server" not in sys.modules:
+        wrap(mod.SubprocessASGIServer, "start", "prefect")
+
+# Each module is wrapped as it finishes loading, so the run imports what it imports when it imports it
+# (importing the flow up front would delay the early Prefect server and add a wait the command has not).
+PATCHES = {
+    "unlearning.steps": steps_,
+    "mlflow.tracking.client": client_,
+    "mlflow": mlflow_,
+    "flows._dvc": lambda m: [wrap(m, n, "dvc") for n in ("commit", "is_clean", "push_if_remote")],
+    "flows.evaluate": lambda m: [wrap(m, n, "plots") for n in ("write_pngs", "write_per_class")],
+    "flows.stages": lambda m: wrap(m.STAGES, "evaluate", "evaluate"),  # a dict: setattr would not reach it
+    "flows.temp_server": server_,
+    "prefect.server.api.server": old_server_,
+}
+TIMED_IMPORTS = ("flows.cli", "flows.pipeline")
+
+class AfterLoad(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name not in PATCHES and name not in TIMED_IMPORTS:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        run = spec.loader.exec_module
+        def exec_module(module):
+            s = time.perf_counter()
+            run(module)
+            if name in TIMED_IMPORTS:
+                with lock:
+                    spans.setdefault("imports", []).append((s, time.perf_counter()))
+            if name in PATCHES:
+                PATCHES[name](module)
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, AfterLoad())
+import flows.cli
 rc = flows.cli.main(["run", *sys.argv[1:]])
 print("OVERHEAD-JSON " + json.dumps({"rc": rc, "t0": T0, "end": time.perf_counter(), "spans": spans}))
 try:  # the console command's own end (no module teardown), where the revision has it
