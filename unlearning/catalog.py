@@ -11,6 +11,8 @@ be checked by commands that never build a model (`unlearn status`, `promote`, `r
 from __future__ import annotations
 
 import ast
+import copy
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,18 @@ _NAMED = {"dataset": ("datasets.py", "register_dataset"), "model": ("models.py",
 # The defaults of `register_method` (unlearning/methods/base.py); the contract test checks they agree.
 DEFAULT_SCENARIOS = ["class", "ids", "random", "range", "subclass"]
 DEFAULT_TASKS = ["classification"]
+# CPython 3.11 keeps the AST validator's recursion depth in global state: two threads parsing at once can
+# fail with "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905). The flow loads
+# params in several stage threads, and each load checks method names here: a pipeline run failed so.
+_parse_lock = threading.Lock()
+_catalogues: dict[tuple, list[dict[str, Any]]] = {}
+
+
+def _parse(path: Path, filename: str) -> ast.Module:
+    """`ast.parse` of one source file, one thread at a time."""
+    text = path.read_text(encoding="utf-8")
+    with _parse_lock:
+        return ast.parse(text, filename=filename)
 
 
 def summary(docstring: str | None) -> str:
@@ -59,15 +73,19 @@ def _entry(fn: ast.FunctionDef, call: ast.Call, where: str) -> dict[str, Any]:
 
 def method_catalogue(directory: Path = METHODS_DIR) -> list[dict[str, Any]]:
     """Name, summary, data touched, scenarios and tasks of every method in `directory`, sorted by name."""
-    rows = []
-    for path in sorted(directory.glob("*.py")):
-        for node in ast.parse(path.read_text(encoding="utf-8"), filename=str(path)).body:
-            if not isinstance(node, ast.FunctionDef):
-                continue
-            for deco in node.decorator_list:
-                if isinstance(deco, ast.Call) and getattr(deco.func, "id", "") == "register_method":
-                    rows.append(_entry(node, deco, f"{path.name}:{node.lineno}"))
-    return sorted(rows, key=lambda r: r["name"])
+    paths = sorted(directory.glob("*.py"))
+    key = (str(directory), *((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in paths))
+    if key not in _catalogues:  # parsed once per version of the sources (params are loaded many times a run)
+        rows = []
+        for path in paths:
+            for node in _parse(path, str(path)).body:
+                if not isinstance(node, ast.FunctionDef):
+                    continue
+                for deco in node.decorator_list:
+                    if isinstance(deco, ast.Call) and getattr(deco.func, "id", "") == "register_method":
+                        rows.append(_entry(node, deco, f"{path.name}:{node.lineno}"))
+        _catalogues[key] = sorted(rows, key=lambda r: r["name"])
+    return copy.deepcopy(_catalogues[key])
 
 
 def registered_names(kind: str) -> list[str]:
@@ -75,7 +93,7 @@ def registered_names(kind: str) -> list[str]:
     if kind not in _NAMED:
         raise ValueError(f"'kind' must be one of {sorted(_NAMED)}; got {kind!r}")
     filename, decorator = _NAMED[kind]
-    tree = ast.parse((PACKAGE_DIR / filename).read_text(encoding="utf-8"), filename=filename)
+    tree = _parse(PACKAGE_DIR / filename, filename)
     return sorted(deco.args[0].value for node in tree.body if isinstance(node, ast.FunctionDef | ast.ClassDef)
                   for deco in node.decorator_list
                   if isinstance(deco, ast.Call) and getattr(deco.func, "id", "") == decorator

@@ -55,3 +55,44 @@ def test_weak_on_must_name_a_scenario_the_method_runs_on():
 
     with pytest.raises(ValueError, match="weak_on names scenarios it does not run on"):
         register_method("x", config=MethodConfig, needs=set(), scenarios={"class"}, weak_on={"random": "why"})
+
+
+def test_sources_are_parsed_one_thread_at_a_time(monkeypatch, tmp_path):
+    """CPython 3.11's ast.parse is not thread-safe (python/cpython#106905: "AST constructor recursion depth
+    mismatch", seen in a pipeline run whose stage threads loaded params at once): every parse holds the lock."""
+    import ast
+    import shutil
+    import types
+
+    from unlearning import catalog
+
+    held = []
+
+    def parse(text, filename):
+        held.append(catalog._parse_lock.locked())
+        return ast.parse(text, filename=filename)
+
+    monkeypatch.setattr(catalog, "ast", types.SimpleNamespace(**{**vars(ast), "parse": parse}))
+    shutil.copy(catalog.METHODS_DIR / "neggrad.py", tmp_path)  # a directory not parsed before
+    assert [r["name"] for r in method_catalogue(tmp_path)] == ["neggrad"]
+    assert catalog.registered_names("model")
+    assert held and all(held)
+
+
+def test_the_catalogue_is_parsed_once_per_version_of_the_sources(monkeypatch, tmp_path):
+    import os
+    import shutil
+
+    from unlearning import catalog
+
+    parsed = []
+    monkeypatch.setattr(catalog, "_parse", lambda path, name, parse=catalog._parse: parsed.append(name) or
+                        parse(path, name))
+    shutil.copy(catalog.METHODS_DIR / "neggrad.py", tmp_path)
+    first = method_catalogue(tmp_path)
+    first[0]["name"] = "changed by a caller"  # callers get copies
+    assert method_catalogue(tmp_path)[0]["name"] == "neggrad" and len(parsed) == 1
+    src = tmp_path / "neggrad.py"
+    src.write_text(src.read_text().replace('"neggrad"', '"neggrad2"'))
+    os.utime(src, ns=(src.stat().st_atime_ns, src.stat().st_mtime_ns + 10**9))  # an edit within one tick
+    assert [r["name"] for r in method_catalogue(tmp_path)] == ["neggrad2"] and len(parsed) == 2
