@@ -32,6 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ._dvc_yaml import fast_yaml
+
 _lock = threading.RLock()
 
 
@@ -176,60 +178,9 @@ def commit(root: Path, stages: list[str]) -> None:
         raise ticket.error
 
 
-# The round-trip YAML document of each DVC file as this process last wrote it: (text written, document).
-_written: dict[str, tuple[str, object]] = {}
-
-
-@contextmanager
-def _modify_yaml(path, fs=None):
-    """`dvc.utils.serialize.modify_yaml` (parse dvc.lock round-trip, let DVC update it, dump it) without the
-    parse when the file still holds what this process last wrote: the document is reused as it is.
-
-    The round-trip parse was 70 % of each `dvc commit` (dvc.lock of 24 stages: 0.5-1 s, once per stage, a
-    third of the run's DVC time); the text is read and compared every time, so a file changed by anyone
-    else is parsed again. A document DVC left unchanged is not written again.
-    """
-    import io
-
-    from dvc.fs import LocalFileSystem
-    from dvc.utils.serialize import _yaml
-
-    if fs is not None and not isinstance(fs, LocalFileSystem):
-        with _yaml.modify_yaml(path, fs=fs) as data:
-            yield data
-        return
-    key = os.path.abspath(os.fspath(path))
-    text = Path(key).read_text(encoding="utf-8") if os.path.exists(key) else None
-    last = _written.pop(key, None)
-    if text is None:
-        data = {}
-    else:
-        data = last[1] if last is not None and last[0] == text else _yaml.parse_yaml_for_update(text, key)
-    yield data
-    stream = io.StringIO()
-    _yaml._dump(data, stream)
-    out = stream.getvalue()
-    if out != text:
-        Path(key).write_text(out, encoding="utf-8")
-    _written[key] = (out, data)
-
-
-@contextmanager
-def _fast_dumps():
-    """DVC's dvc-file writes go through `_modify_yaml` for the block (callers hold `_lock`)."""
-    import dvc.dvcfile
-
-    original = dvc.dvcfile.modify_yaml
-    dvc.dvcfile.modify_yaml = _modify_yaml
-    try:
-        yield
-    finally:
-        dvc.dvcfile.modify_yaml = original
-
-
 def _commit_batch(root: Path, batch: list[_Ticket]) -> None:
     """Commit every ticket's stages with one dvc.lock write; on any failure, each ticket on its own."""
-    with _repo(root) as repo, _fast_dumps():
+    with _repo(root) as repo, fast_yaml():
         try:
             if sum(len(t.stages) for t in batch) > 1:  # one caller's many stages too (record_deferred)
                 _commit_together(repo, [_target(root, s) for t in batch for s in t.stages])
@@ -269,7 +220,7 @@ def _commit_together(repo, targets: list[str]) -> None:
 
 def is_clean(root: Path, stage: str) -> bool:
     """True when `dvc status <stage>` reports nothing changed (deps, params, outs, command)."""
-    with _repo(root) as repo:
+    with _repo(root) as repo, fast_yaml():
         try:
             return not repo.status(targets=[_target(root, stage)])
         except Exception:  # noqa: BLE001 - unknown stage, missing lock entry, missing outs: not clean
@@ -282,7 +233,7 @@ def status_clean(root: Path) -> bool:
     A frozen stage (calibrate) is reported only by its outs, as DVC does; its deps never rerun anything.
     """
     dvc_log = logging.getLogger("dvc")
-    with _repo(root) as repo:
+    with _repo(root) as repo, fast_yaml():
         level = dvc_log.level
         dvc_log.setLevel(logging.ERROR)  # not "stage 'calibrate' is frozen" on every call
         try:
