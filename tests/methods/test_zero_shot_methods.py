@@ -143,6 +143,33 @@ def test_mnemonic_forgets_from_codes_only(arch, coded, class_split, check):
     _check_forgets(check, result, model, class_split)
 
 
+def test_mnemonic_takes_the_smallest_move_among_near_misses(monkeypatch):
+    """No (τ, sign) walk reaches forget_prob, two stop within near_factor of it: the smaller move wins and
+    the codes count as forgotten (no official fallback). Measured under ATEN_CPU_CAPABILITY=default on the
+    digits mlp: τ99 stopped at λ 15.2 (p 1.06e-3, move 26.1) with 39 % of the class left after the official
+    fallback, τ98 at λ 2.26 (p 1.5e-3, move 6.8) forgets it all, retain-test 95.3 %."""
+    from unlearning.methods import mnemonic as mn
+
+    model = torch.nn.Linear(2, 2)
+    unit = {n: torch.ones_like(p) for n, p in model.named_parameters()}  # norm sqrt(6) per unit of λ
+    walks = {(0, -1.0): (15.2, 1.06e-3), (0, 1.0): (0.1, 0.99), (1, -1.0): (2.26, 1.5e-3), (1, 1.0): (0.1, 0.99),
+             (2, -1.0): (1.0, 0.02), (2, 1.0): (0.1, 0.99)}
+    steps = [dict(unit, tag=torch.tensor(float(i))) for i in range(3)]  # `tag` names the τ of a step
+    monkeypatch.setattr(mn, "_unit_steps", lambda *a: steps)
+    monkeypatch.setattr(mn, "_grid_lambda", lambda m, b, st, c, f, cfg, sign, k: walks[int(st["tag"]), sign])
+    monkeypatch.setattr(mn, "_step_norm", lambda st, lam: lam * math.sqrt(6))
+    monkeypatch.setattr(mn, "_place", lambda *a: None)
+    events = []
+    p_f, forgotten = mn._by_codes(model, torch.zeros(2, 2), [0], MnemonicConfig(), unit, unit, None, events.append)
+    assert (p_f, forgotten, events[0]["quantile"], events[0]["lambda"]) == (1.5e-3, True, 0.98, 2.26)
+    walks[1, -1.0] = (2.26, 4e-3)  # one near miss left: it is taken
+    p_f, forgotten = mn._by_codes(model, torch.zeros(2, 2), [0], MnemonicConfig(), unit, unit, None, events.append)
+    assert (p_f, forgotten, events[1]["quantile"]) == (1.06e-3, True, 0.99)
+    walks[0, -1.0] = (15.2, 5e-3)  # none: the lowest found, not counted as forgotten (the official rule may try)
+    p_f, forgotten = mn._by_codes(model, torch.zeros(2, 2), [0], MnemonicConfig(), unit, unit, None, events.append)
+    assert (p_f, forgotten, events[2]["quantile"]) == (4e-3, False, 0.98)
+
+
 def test_mnemonic_official_rule_is_kept(class_split, coded):
     """scale='official' is the published θ ± min(λ1, λ2/max r)·r: at λ1 1e-3 it barely moves this mlp."""
     out = unlearn("mnemonic", coded("mlp"), class_split, MnemonicConfig(scale="official"), seed=0).model

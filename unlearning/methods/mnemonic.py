@@ -64,6 +64,15 @@ class MnemonicConfig(MethodConfig):
     whereas τ98 forgets that model at λ 1.74 (2.7 % left, retain 99.9 %) but breaks the kept codes
     (minimum 0.75 of their original probability) before its forget code reaches the target; nothing on
     the codes alone tells the two apart.
+    `near_factor` 3: when no walk reaches `forget_prob`, one that stopped within 3x of it counts as having
+    forgotten the codes, and among those the smallest move ‖λ·step‖ wins (no official fallback). Under
+    ATEN_CPU_CAPABILITY=default, one thread, the contract tests' coded mlp (digits class 3, 15 epochs) sat on
+    the knife edge: τ99 walked to λ 15.2 (forget code 1.06e-3, move 26.1; the real class came back along it,
+    10 % at λ 6.4, 34 % at 12.8), τ98 stopped at λ 2.26 by the keep floor (1.5e-3, move 6.8), so the
+    official fallback ran: forget 39 %, retain-test 80.5 %. Now τ98 at λ 2.26: forget 0 %, retain-test
+    95.3 % (original 96.1 %). Unchanged where a walk reaches the target (every other case measured here:
+    AVX-512, AVX2, the CI's portable path; `python -m unlearning`'s mlp and cnn, training seeds 0-2, under
+    AVX-512 and default ATen: mlp forget 0 %, retain ≥ 99.6 %; cnn 0 / 5.5 / 0 %, retain 100 / 95.6 / 100 %).
     """
 
     scale: Literal["codes", "official"] = "codes"
@@ -73,13 +82,14 @@ class MnemonicConfig(MethodConfig):
     # τ: r is divided by this quantile of itself, then capped at 1; tried in order until the codes forget
     ratio_quantiles: tuple[float, ...] = Field((0.99, 0.98, 0.95), min_length=1)
     forget_prob: float = Field(0.001, gt=0.0, lt=1.0)  # target own-class probability of the forget codes
+    # a walk that stops within this factor of forget_prob counts as forgetting the codes (see the docstring)
+    near_factor: float = Field(3.0, ge=1.0)
     keep_prob: float = Field(0.7, ge=0.0, lt=1.0)  # a remaining code is kept while this sure of its class
     # (relative: times its own-class probability under θ_o)
     lambda_min: float = Field(0.1, gt=0.0)  # grid of λ (in units of each tensor's weight rms)
     lambda_max: float = Field(16.0, gt=0.0)
     grid_per_doubling: int = Field(8, ge=1)  # grid points per factor 2
     # Tuned on proxy requests (unlearning.calibration): how far the codes must forget and how sure the kept
-    # codes must stay (the `codes` rule
     # codes must stay (the `codes` rule; the official rule's λ1 is set in params when that rule is chosen).
     search_space: ClassVar[dict[str, Dist]] = {"forget_prob": LogUniform(1e-4, 0.1), "keep_prob": Uniform(0.3, 0.95)}
 
@@ -210,26 +220,36 @@ def _grid_lambda(model: nn.Module, base: dict[str, Tensor], steps: dict[str, Ten
     return chosen
 
 
-def _by_codes(model: nn.Module, codes: Tensor, forget: list[int], cfg: MnemonicConfig, f_f: dict[str, Tensor],
-              f_r: dict[str, Tensor], keep_floor: Tensor, log) -> float:
-    """The `codes` rule, applied to `model` in place; returns the forget codes' own-class probability.
+def _step_norm(steps: dict[str, Tensor], lam: float) -> float:
+    """‖λ·step‖₂ over every parameter: how far the candidate moves the model."""
+    return lam * float(sum(v.float().pow(2).sum() for v in steps.values()).sqrt())
 
-    Each τ in turn, both signs; the first (τ, sign, λ) that reaches `forget_prob`, else the lowest found."""
+
+def _by_codes(model: nn.Module, codes: Tensor, forget: list[int], cfg: MnemonicConfig, f_f: dict[str, Tensor],
+              f_r: dict[str, Tensor], keep_floor: Tensor, log) -> tuple[float, bool]:
+    """The `codes` rule, applied to `model` in place; returns (the forget codes' own-class probability,
+    whether the codes count as forgotten).
+
+    Each τ in turn, both signs; the first (τ, sign, λ) that reaches `forget_prob`. Else, among the near
+    misses (within `near_factor` of it), the one that moves the model least; else the lowest found."""
     base = {n: p.detach().clone() for n, p in model.named_parameters() if n in f_f}
-    best = None
+    found = []
     for q, steps in zip(cfg.ratio_quantiles, _unit_steps(model, f_f, f_r, cfg), strict=True):
         for sign in (-1.0, 1.0):  # θ− first: ties go to it, as in the official code
             lam, p_f = _grid_lambda(model, base, steps, codes, forget, cfg, sign, keep_floor)
-            if best is None or p_f < best[0]:
-                best = (p_f, q, sign, lam, steps)
-        if best[0] <= cfg.forget_prob:
+            found.append((p_f, q, sign, lam, steps))
+        if min(found, key=lambda c: c[0])[0] <= cfg.forget_prob:
             break
+    best = min(found, key=lambda c: c[0])  # the first of equals: θ− and the higher τ
+    near = [c for c in found if c[0] <= cfg.near_factor * cfg.forget_prob]
+    if best[0] > cfg.forget_prob and near:
+        best = min(near, key=lambda c: _step_norm(c[4], c[3]))
     p_f, q, sign, lam, steps = best
     _place(model, base, steps, sign * lam)
     if log:
         log({"stage": "mnemonic", "rule": "codes", "quantile": q, "sign": sign, "lambda": lam,
-             "forget_code_prob": p_f})
-    return p_f
+             "forget_code_prob": p_f, "step_norm": _step_norm(steps, lam)})
+    return p_f, bool(near)
 
 
 def _official(model: nn.Module, codes: Tensor, forget: list[int], cfg: MnemonicConfig, f_f: dict[str, Tensor],
@@ -257,8 +277,7 @@ def mnemonic(model: nn.Module, inputs: UnlearnInputs, cfg: MnemonicConfig, *, lo
 
     One-shot: C backward passes for the Fishers, then forward passes on the codes to size the step (see
     MnemonicConfig) and choose θ+ or θ−, all on the mnemonic codes alone. Deterministic, as the official
-    code. Refuses a model
-    trained without codes (`inputs.codes` raises ValueError).
+    code. Refuses a model trained without codes (`inputs.codes` raises ValueError).
     """
     codes = inputs.codes.to(inputs.device).float()  # [C, *in_shape]
     forget = sorted(inputs.forget_classes or [])
@@ -271,8 +290,8 @@ def mnemonic(model: nn.Module, inputs: UnlearnInputs, cfg: MnemonicConfig, *, lo
         return _official(model, codes, forget, cfg, f_f, f_r, log)
     before = copy.deepcopy(model)
     keep_floor = cfg.keep_prob * _own_probs(model, codes)[0]  # relative: loosely learnt codes may still move
-    p_f = _by_codes(model, codes, forget, cfg, f_f, f_r, keep_floor, log)
-    if p_f <= cfg.forget_prob:
+    p_f, forgotten = _by_codes(model, codes, forget, cfg, f_f, f_r, keep_floor, log)
+    if forgotten:
         return model
     # Short of the target: the official step instead, if it forgets the codes further and keeps the others.
     official = _official(before, codes, forget, cfg, f_f, f_r, log)
