@@ -18,6 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from . import plot_worker
+
 DPI = 110
 ROLES = ("original", "oracle", "unlearned")  # the columns of a method's per-class CSV
 COLOURS = {"original": "tab:gray", "oracle": "tab:blue", "unlearned": "tab:orange"}
@@ -62,53 +64,66 @@ def write_pngs(outdir: Path, method: str, split, models: dict[str, Any],
     """Per-class accuracy bars, confusion matrix and MIA histograms as PNGs; returns the files.
 
     `cms`: the models' test confusion matrices when the caller has them (`confusions`). `bars`: the method's
-    DVC plot (`write_per_class`), the same chart, copied rather than drawn again (each figure costs 0.5-1 s
-    of a busy 2-core CPU, under the GIL that the flow's concurrent evaluate tasks share).
+    DVC plot (`write_per_class`), the same chart, copied rather than drawn again. The figures are drawn in
+    the flow's plot worker when it runs (`flows.plot_worker`): only their data crosses over.
     """
     import shutil
 
     import numpy as np
-    from matplotlib.figure import Figure
 
     from unlearning.metrics import class_accuracies, mia_scores
 
     ds = split.dataset
-    files = []
+    files, drawings = [], []
     if ds.task == "classification":
         cms = confusions(split, models) if cms is None else cms
         files.append(outdir / "per_class_accuracy.png")
         if bars is not None and bars.exists():
             shutil.copyfile(bars, files[-1])
         else:
-            _save_bars(files[-1], ds.classes, {k: class_accuracies(cms[k]) for k in ROLES if k in cms},
-                       f"{method}: per-class test accuracy")
-
-        fig = Figure(figsize=(4.6, 4))
-        ax = fig.subplots()
-        _fit(fig, ds.classes, left=0.12, right=0.97, bottom=0.12, top=0.92)  # before the colorbar takes its share
-        im = ax.imshow(cms["unlearned"], cmap="Blues")
-        ax.set(xlabel="predicted", ylabel="true", title=f"{method}: confusion (test)")
-        if ds.num_classes <= 20:
-            ax.set_xticks(range(ds.num_classes), ds.classes)
-            ax.set_yticks(range(ds.num_classes), ds.classes)
-        fig.colorbar(im, ax=ax)
+            drawings.append(plot_worker.draw(_save_bars, files[-1], list(ds.classes), {
+                k: class_accuracies(cms[k]) for k in ROLES if k in cms}, f"{method}: per-class test accuracy"))
         files.append(outdir / "confusion_matrix.png")
-        fig.savefig(files[-1], dpi=DPI)
-
+        drawings.append(plot_worker.draw(_save_confusion, files[-1], np.asarray(cms["unlearned"]),
+                                         list(ds.classes), f"{method}: confusion (test)"))
     scores = mia_scores(models["unlearned"], split)
     signal = "entropy" if "forget/entropy" in scores else next(iter(scores)).split("/")[1]
+    parts = {part: np.asarray(values)[np.isfinite(values)] for part in ("retain", "test", "forget")
+             if (values := scores.get(f"{part}/{signal}")) is not None and len(values)}
+    files.append(outdir / "mia_histogram.png")
+    drawings.append(plot_worker.draw(_save_hist, files[-1], parts, signal, f"{method}: MIA signal ({signal})"))
+    for drawing in drawings:
+        drawing.result()
+    return files
+
+
+def _save_confusion(png: Path, cm, classes: Sequence[str], title: str) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(4.6, 4))
+    ax = fig.subplots()
+    _fit(fig, classes, left=0.12, right=0.97, bottom=0.12, top=0.92)  # before the colorbar takes its share
+    im = ax.imshow(cm, cmap="Blues")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    if len(classes) <= 20:
+        ax.set_xticks(range(len(classes)), classes)
+        ax.set_yticks(range(len(classes)), classes)
+    fig.colorbar(im, ax=ax)
+    fig.savefig(png, dpi=DPI)
+
+
+def _save_hist(png: Path, parts: Mapping[str, Any], signal: str, title: str) -> None:
+    """Density histograms of one MIA signal per part (retain, test, forget)."""
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=(6, 3.2))
     ax = fig.subplots()
-    for part in ("retain", "test", "forget"):
-        values = scores.get(f"{part}/{signal}")
-        if values is not None and len(values):
-            ax.hist(values[np.isfinite(values)], bins=40, density=True, histtype="step", label=part, linewidth=1.5)
-    ax.set(xlabel=f"per-sample {signal}", ylabel="density", title=f"{method}: MIA signal ({signal})")
+    for part, values in parts.items():
+        ax.hist(values, bins=40, density=True, histtype="step", label=part, linewidth=1.5)
+    ax.set(xlabel=f"per-sample {signal}", ylabel="density", title=title)
     ax.legend()
     _fit(fig, left=0.1, right=0.97, bottom=0.15, top=0.9)
-    files.append(outdir / "mia_histogram.png")
-    fig.savefig(files[-1], dpi=DPI)
-    return files
+    fig.savefig(png, dpi=DPI)
 
 
 def write_per_class(path: Path, split, models: dict[str, Any], cms: dict[str, Any] | None = None) -> list[Path]:
@@ -133,7 +148,7 @@ def write_per_class(path: Path, split, models: dict[str, Any], cms: dict[str, An
             w.writerow([label] + [f"{acc[k][c]:.4f}" if k in acc and not math.isnan(acc[k][c]) else "" for k in ROLES])
     png = path.with_suffix(".png")
     if acc:
-        _save_bars(png, ds.classes, acc, f"{path.stem}: per-class test accuracy")
+        plot_worker.draw(_save_bars, png, list(ds.classes), acc, f"{path.stem}: per-class test accuracy").result()
     else:
         _save_note(png, f"{path.stem}: no per-class accuracy ("
                    + ("regression task)" if ds.task != "classification" else "method skipped)"))

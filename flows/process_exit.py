@@ -19,6 +19,8 @@ from typing import NoReturn
 
 def exit_now(code: int) -> NoReturn:
     """End the process with `code` once threads, `atexit` handlers and the standard streams are done."""
+    for callback in reversed(getattr(threading, "_threading_atexits", [])):  # as threading._shutdown: first
+        callback()  # what stops executors' worker threads and processes (concurrent.futures), then the joins
     for thread in threading.enumerate():
         if thread is not threading.current_thread() and not thread.daemon:
             thread.join()

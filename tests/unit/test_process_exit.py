@@ -39,3 +39,19 @@ def test_the_console_command_exits_with_mains_code():
     proc = subprocess.run([sys.executable, "-m", "flows.cli", "promote", "x"], capture_output=True, text=True,
                           cwd=REPO, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: VERSION must be a version number")
+
+
+def test_exit_now_stops_executors_left_running_as_python_would():
+    """An executor nobody shut down keeps a non-daemon thread waiting for work; Python's shutdown stops it
+    first (threading's own atexit hooks), so must exit_now, or joining that thread hangs forever."""
+    script = textwrap.dedent("""
+        from concurrent.futures import ProcessPoolExecutor
+        import multiprocessing
+        from flows.process_exit import exit_now
+
+        pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        assert pool.submit(abs, -4).result() == 4
+        exit_now(0)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert proc.returncode == 0, proc.stderr
