@@ -22,10 +22,10 @@ _lock = threading.Lock()
 
 
 def _warm() -> None:
-    """The worker's start: what every figure needs, imported before the first one is asked for."""
+    """The worker's start: what every figure needs, imported before the first one is asked for (the
+    drawing functions' module, flows.plots, comes with the first figure: it imports this one)."""
+    import matplotlib.backends.backend_agg  # noqa: F401
     import matplotlib.figure  # noqa: F401
-
-    from . import plots  # noqa: F401
 
 
 @contextmanager
