@@ -54,6 +54,7 @@ def _dataset(params):
 
 
 def cmd_run(args) -> int:
+    from . import plot_worker
     from .fast_path import skip_run
     from .preflight import check_run, ensure_store
     from .recovery import held_run
@@ -74,7 +75,7 @@ def cmd_run(args) -> int:
             ensure_store(tracking_uri(root, params))
             from .pipeline import print_summary, unlearning_pipeline
 
-            with server.serving():
+            with server.serving(), plot_worker.running():  # evaluate figures: drawn off this process's GIL
                 out = unlearning_pipeline(root=str(root), params_path=args.params, overrides=args.overrides,
                                           wait=args.wait)
     print_summary(root, params, out, time.perf_counter() - t0)

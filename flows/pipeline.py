@@ -20,7 +20,7 @@ from typing import Any
 
 from prefect import flow
 
-from . import _dvc, plot_worker, prefect_ui, recovery
+from . import _dvc, prefect_ui, recovery
 from .context import StageContext
 from .ledger import Ledger, LedgerError
 from .locks import hold
@@ -148,11 +148,7 @@ def _pipeline(path: Path, params: Any, overrides: list[str]) -> dict[str, Any]:
 
     ctx = StageContext(path, params, parent, logged)
     try:
-        if is_dask(params):
-            results = _on_dask(ctx, record)
-        else:
-            with plot_worker.running():  # the evaluate stages' figures, drawn off this process's GIL
-                results = _on_threads(ctx, record)
+        results = _on_dask(ctx, record) if is_dask(params) else _on_threads(ctx, record)
         decision = results["register_and_promote"]["record"]
         prefect_ui.log_decision(decision)
         prefect_ui.publish(decision, parent)

@@ -1,15 +1,21 @@
 """Figures drawn in a worker process while the evaluate stages go on.
 
 The ten evaluate stages of a flow run at once in threads of one process, and their 30 figures held its GIL
-for 1.7 s of a 5.5 s evaluate phase (py-spy, cold run) while scoring, MLflow and DVC waited for it. The
-flow starts one worker process (`running()`); it imports matplotlib while the models train and then draws
+for 1.7 s of a 5.5 s evaluate phase (py-spy, cold run) while scoring, MLflow and DVC waited for it. A run
+starts one worker process (`running()`); it imports matplotlib while the models train and then draws
 the figures on the other core. Drawing functions take plain data (arrays, lists, paths), never models.
 Without a worker (a stage run by `dvc repro`, a Dask worker, a direct call) or once it broke, a figure is
 drawn in the caller, as before.
+
+Only `unlearn run` starts one: a spawned process imports the parent's main module again, which is safe for
+our commands (and pytest), but would run the script of a user who calls the flow from an unguarded one.
+The worker gets SIGTERM when the thread that started it dies (Linux), so a killed run leaves no worker.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -21,9 +27,16 @@ _pool: ProcessPoolExecutor | None = None
 _lock = threading.Lock()
 
 
-def _warm() -> None:
-    """The worker's start: what every figure needs, imported before the first one is asked for (the
-    drawing functions' module, flows.plots, comes with the first figure: it imports this one)."""
+def _warm(parent: int) -> None:
+    """The worker's start: tied to the run's life, then what every figure needs, imported before the first
+    one is asked for (the drawing functions' module, flows.plots, comes with the first figure)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the run died before prctl took effect
+            os._exit(0)
     import matplotlib.backends.backend_agg  # noqa: F401
     import matplotlib.figure  # noqa: F401
 
@@ -34,7 +47,8 @@ def running() -> Iterator[None]:
     global _pool
     import multiprocessing
 
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_warm)
+    pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_warm,
+                               initargs=(os.getpid(),))
     pool.submit(int)  # spawn now, while the models train, not at the first figure
     with _lock:
         _pool = pool

@@ -36,3 +36,27 @@ def test_a_worker_that_dies_leaves_the_figure_to_the_caller():
     with plot_worker.running():
         assert plot_worker.draw(_die_in_worker, os.getpid()).result() == "drawn here"
         assert plot_worker.draw(_pid).result() == os.getpid()  # the broken pool is not used again
+
+
+def test_a_killed_run_leaves_no_worker(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    script = tmp_path / "run.py"
+    script.write_text("import os, time\nfrom flows import plot_worker\n"
+                      "if __name__ == '__main__':\n"
+                      "    with plot_worker.running():\n"
+                      "        print(plot_worker.draw(os.getpid).result(), flush=True)\n"
+                      "        time.sleep(120)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[2])
+    worker = int(proc.stdout.readline())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{worker}").exists():
+        time.sleep(0.05)
+    assert not Path(f"/proc/{worker}").exists(), "the plot worker outlived its killed run"
