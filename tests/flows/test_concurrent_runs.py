@@ -139,14 +139,19 @@ def _server_of(pid: int) -> tuple[int, str] | None:
             args = Path(f"/proc/{child}/cmdline").read_bytes().decode().split("\0")
         except OSError:
             continue
-        if "uvicorn" in args and "--port" in args:
-            url = f"http://127.0.0.1:{args[args.index('--port') + 1]}/api/health"
-            try:
-                with urllib.request.urlopen(url, timeout=2) as resp:
-                    if resp.status == 200:
-                        return child, url
-            except OSError:
-                return None
+        if "flows.temp_server" in args:  # `unlearn run`'s early server (flows/temp_server.py): its port last
+            port = args[args.index("flows.temp_server") + 1]
+        elif "uvicorn" in args and "--port" in args:  # Prefect's own start (the fallback)
+            port = args[args.index("--port") + 1]
+        else:
+            continue
+        url = f"http://127.0.0.1:{port}/api/health"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return child, url
+        except OSError:
+            return None
     return None
 
 
