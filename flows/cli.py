@@ -58,6 +58,7 @@ def cmd_run(args) -> int:
     from .fast_path import skip_run
     from .preflight import check_run, ensure_store
     from .recovery import held_run
+    from .runner import is_dask
     from .settings import tracking_uri
     from .temp_server import temporary_server
 
@@ -75,7 +76,7 @@ def cmd_run(args) -> int:
             ensure_store(tracking_uri(root, params))
             from .pipeline import print_summary, unlearning_pipeline
 
-            with server.serving(), plot_worker.running():  # evaluate figures: drawn off this process's GIL
+            with server.serving(), plot_worker.running(enabled=not is_dask(params)):  # off this GIL
                 out = unlearning_pipeline(root=str(root), params_path=args.params, overrides=args.overrides,
                                           wait=args.wait)
     print_summary(root, params, out, time.perf_counter() - t0)

@@ -42,10 +42,15 @@ def _warm(parent: int) -> None:
 
 
 @contextmanager
-def running() -> Iterator[None]:
-    """One worker for the block (a flow run): spawned at once, stopped at the end, its figures finished."""
+def running(enabled: bool = True) -> Iterator[None]:
+    """One worker for the block (a flow run): spawned at once, stopped at the end, its figures finished.
+    `enabled=False`: none (the evaluate stages run elsewhere: on Dask workers)."""
     global _pool
     import multiprocessing
+
+    if not enabled:
+        yield
+        return
 
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"), initializer=_warm,
                                initargs=(os.getpid(),))

@@ -28,6 +28,8 @@ def test_figures_are_drawn_in_the_worker_while_it_runs(tmp_path):
         plot_worker.draw(_save_hist, tmp_path / "h.png", {"forget": np.linspace(0, 1, 50)}, "entropy",
                          "t").result()
     assert plot_worker.draw(_pid).result() == os.getpid()  # no worker: drawn by the caller
+    with plot_worker.running(enabled=False):  # a run whose evaluate stages are on Dask workers
+        assert plot_worker.draw(_pid).result() == os.getpid()
     for png in ("cm.png", "h.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
