@@ -15,7 +15,6 @@ The worker gets SIGTERM when the thread that started it dies (Linux), so a kille
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -30,13 +29,9 @@ _lock = threading.Lock()
 def _warm(parent: int) -> None:
     """The worker's start: tied to the run's life, then what every figure needs, imported before the first
     one is asked for (the drawing functions' module, flows.plots, comes with the first figure)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
+    from .recovery import die_with_parent
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the run died before prctl took effect
-            os._exit(0)
+    die_with_parent(parent)
     import matplotlib.backends.backend_agg  # noqa: F401
     import matplotlib.figure  # noqa: F401
 

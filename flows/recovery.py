@@ -144,13 +144,21 @@ def death_signal_preexec() -> Callable[[], None] | None:
 
     prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
     parent = os.getpid()
+    return lambda: die_with_parent(parent, prctl)
 
-    def preexec() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
 
-    return preexec
+def die_with_parent(parent: int, prctl: Callable[..., int] | None = None) -> None:
+    """In a child of `parent`: get SIGTERM when the thread that started it dies (Linux only; a Popen's
+    `preexec_fn` passes `prctl` resolved before the fork, a spawned process resolves it itself)."""
+    if not sys.platform.startswith("linux"):
+        return
+    if prctl is None:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 @contextmanager

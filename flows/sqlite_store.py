@@ -39,14 +39,17 @@ def build_template(path: Path | None = None) -> Path:
     path = path or template_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".db", dir=path.parent)
-    os.close(fd)
-    os.unlink(tmp)  # sqlite creates it; an empty file left by mkstemp would also do, but this is plainer
-    engine = sqlalchemy.create_engine(f"{SQLITE}{tmp}")
+    os.close(fd)  # sqlite takes an empty file as an empty database
     try:
-        _initialize_tables(engine)
-    finally:
-        engine.dispose()
-    os.replace(tmp, path)
+        engine = sqlalchemy.create_engine(f"{SQLITE}{tmp}")
+        try:
+            _initialize_tables(engine)
+        finally:
+            engine.dispose()
+        os.replace(tmp, path)
+    except BaseException:  # a failed migration leaves nothing behind
+        os.unlink(tmp)
+        raise
     return path
 
 

@@ -74,7 +74,7 @@ def _entry(fn: ast.FunctionDef, call: ast.Call, where: str) -> dict[str, Any]:
 def method_catalogue(directory: Path = METHODS_DIR) -> list[dict[str, Any]]:
     """Name, summary, data touched, scenarios and tasks of every method in `directory`, sorted by name."""
     paths = sorted(directory.glob("*.py"))
-    key = (str(directory), *((p.name, p.stat().st_mtime_ns, p.stat().st_size) for p in paths))
+    key = (str(directory), *((p.name, st.st_mtime_ns, st.st_size) for p in paths for st in [p.stat()]))
     if key not in _catalogues:  # parsed once per version of the sources (params are loaded many times a run)
         rows = []
         for path in paths:
