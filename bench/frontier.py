@@ -114,6 +114,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tolerance", type=float, default=0.2, help="points below the best test accuracy")
     ap.add_argument("--seeds", type=int, default=3, help="training seeds (a base and an oracle each)")
     ap.add_argument("--methods", default=None, help="comma-separated (default: unlearn.methods of params.yaml)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a params override for every run (train.mnemonic={t_mix: 0.1} for mnemonic); repeatable")
     ap.add_argument("--trials", type=int, default=20, help="calibration trials per method")
     ap.add_argument("--budget-s", type=float, default=300.0, help="calibration wall time per method")
     ap.add_argument("--no-calibrate", action="store_true", help="default settings only")
@@ -143,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     base = [f"data.name={args.data}", "train.device=cpu", "evaluate.device=cpu", f"model.name={args.model}",
             f"evaluate.training_seeds={list(range(args.seeds))}", "evaluate.seeds=[0]", "evaluate.more_seeds=[]",
             "evaluate.ain=false"]  # AIN (relearning, the costliest metric) is not on either axis
-    base += [f"data.root={args.data_root}"] if args.data_root else []
-    base += [f"model.width={args.width}"] if args.width else []
+    base += ([f"data.root={args.data_root}"] if args.data_root else []) + ([f"model.width={args.width}"] if args.width
+                                                                            else []) + args.set
     params = load_params(str(ROOT / "params.yaml"), base)
     methods = args.methods.split(",") if args.methods else list(params.unlearn.methods)
     t0 = time.perf_counter()
@@ -156,10 +158,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"converged recipe: {epochs} epochs (best test acc {max(curve.values()):.2f})", flush=True)
     base += [f"train.epochs={epochs}", f"unlearn.methods={methods}",
              f"calibration.trials={args.trials}", f"calibration.budget_s={args.budget_s}"]
-    result: dict[str, Any] = {"dataset": args.data, "model": f"{args.model}" + (f" width {args.width}" if args.width
-                                                                                 else ""),
-                              "epochs": epochs, "recipe_test_acc": curve, "seeds": args.seeds, "methods": methods,
-                              "scenarios": {}}
+    model = args.model + (f" width {args.width}" if args.width else "")
+    result: dict[str, Any] = {"dataset": args.data, "model": model, "epochs": epochs, "recipe_test_acc": curve,
+                              "seeds": args.seeds, "methods": methods, "overrides": args.set, "scenarios": {}}
     out = Path(args.out or ROOT / "bench" / "results" / f"frontier-{args.data}-{args.model}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     for scenario in args.scenarios.split(","):

@@ -73,6 +73,8 @@ def test_scrub_preset_and_overrides() -> None:
     assert ScrubConfig(preset="small_scale").resolved() == PRESETS["small_scale"]
     assert ScrubConfig().resolved(146)["msteps"] == 5  # auto: tiny for a small D_f
     assert ScrubConfig().resolved(6131) == PRESETS["large_scale"]  # and large_scale for a large one
+    assert ScrubConfig().resolved(600, 59_400) == PRESETS["large_scale"]  # or for a large D_r (cost)
+    assert ScrubConfig().resolved(146, 1_291)["msteps"] == 5  # digits: tiny
 
 
 def test_scrub_rewind_uses_validation_reference(cnn_original, random_split) -> None:
