@@ -81,8 +81,9 @@ def test_a_stage_that_reads_the_data_logs_its_version_as_input(project):
 
 
 class _Split:
-    def __init__(self, n_forget: int) -> None:
+    def __init__(self, n_forget: int, n_retain: int = 1_300) -> None:
         self.forget_idx = list(range(n_forget))
+        self.retain_idx = list(range(n_forget, n_forget + n_retain))
 
 
 def test_scrub_params_are_the_values_it_runs_with():
@@ -97,6 +98,7 @@ def test_scrub_params_are_the_values_it_runs_with():
     assert large["scrub.preset"] == "large_scale" and large["scrub.optimizer"] == "sgd"
     assert large["scrub.lr"] == "0.01"  # a value that was set wins over the preset
     assert large["scrub.lr_decay_epochs"] == "[3, 5, 9]" and large["scrub.rewind"] == "False"
+    assert method_params("scrub", ScrubConfig(), _Split(600, 59_400), seed=0)["scrub.preset"] == "large_scale"
 
 
 def test_a_config_without_run_time_defaults_is_logged_as_it_is():
