@@ -145,8 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     base = [f"data.name={args.data}", "train.device=cpu", "evaluate.device=cpu", f"model.name={args.model}",
             f"evaluate.training_seeds={list(range(args.seeds))}", "evaluate.seeds=[0]", "evaluate.more_seeds=[]",
             "evaluate.ain=false"]  # AIN (relearning, the costliest metric) is not on either axis
-    base += ([f"data.root={args.data_root}"] if args.data_root else []) + ([f"model.width={args.width}"] if args.width
-                                                                            else []) + args.set
+    base += [f"data.root={args.data_root}"] if args.data_root else []
+    base += ([f"model.width={args.width}"] if args.width else []) + args.set
     params = load_params(str(ROOT / "params.yaml"), base)
     methods = args.methods.split(",") if args.methods else list(params.unlearn.methods)
     t0 = time.perf_counter()
@@ -194,9 +194,9 @@ def merge(paths: list[Path], out: Path) -> int:
     runs = [json.loads(p.read_text()) for p in paths]
     first = runs[0]
     for p, run in zip(paths[1:], runs[1:], strict=True):
-        for key in ("dataset", "model", "epochs", "seeds"):
-            if run[key] != first[key]:
-                raise SystemExit(f"{p}: {key} {run[key]!r} differs from {paths[0]}'s {first[key]!r}; not merged")
+        for key in ("dataset", "model", "epochs", "seeds", "overrides"):  # older files have no overrides
+            if run.get(key, []) != first.get(key, []):
+                raise SystemExit(f"{p}: {key} {run.get(key)!r} differs from {paths[0]}: {first.get(key)!r}; not merged")
     merged = {**first, "scenarios": {s: r for run in runs for s, r in run["scenarios"].items()},
               "methods": list(dict.fromkeys(m for run in runs for m in run["methods"])),
               "recipe_test_acc": next((run["recipe_test_acc"] for run in runs if run.get("recipe_test_acc")), {}),
@@ -215,9 +215,9 @@ def replay(base: list[str], scenario: str, args: argparse.Namespace, t0: float,
     Speedups of rerun methods are against this run's oracle time (`oracle_s_replay`)."""
     path = Path(args.calibration_from)
     old = json.loads(path.read_text())
-    for key in ("dataset", "model", "epochs", "seeds"):
-        if old[key] != result[key]:
-            raise SystemExit(f"{path}: {key} {old[key]!r} differs from this run's {result[key]!r}; not replayed")
+    for key in ("dataset", "model", "epochs", "seeds", "overrides"):  # older files have no overrides
+        if old.get(key, []) != result[key]:
+            raise SystemExit(f"{path}: {key} {old.get(key)!r} differs from this run's {result[key]!r}; not replayed")
     prev = old["scenarios"][scenario]
     chosen = {m: c for m, c in prev["calibration"].items() if m in result["methods"]}
     retuned = [m for m, c in chosen.items() if c["chosen"] != "defaults"]

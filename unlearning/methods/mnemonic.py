@@ -37,10 +37,11 @@ class MnemonicConfig(MethodConfig):
     Why, measured on digits class 3 (models trained 15 epochs with t_mix 0.1; "forget" = forget-train
     accuracy, "retain" = retain-test; originals 96.1 % mlp, 98.4 % flat and pooled cnn): r's tail reaches
     1e9-1e11 (F_r near its 1e-16 floor), so λ2 / max r binds and, with the official rule, only the pooled
-    head moved: flat cnn forget 99 % at λ1 ≤ 1e-2, 4 % at 0.1 (retain 37 %); mlp 19 % for every λ1 ≥ 0.1. Clipping r at its 99th percentile and scaling by the tensor's weight
-    rms gives a smooth dose-response, but the λ that forgets differs by model (mlp ~5, flat cnn ~2, pooled
-    ~2.3) and any fixed λ fails one of them (flat cnn at λ 1 keeps 93 % of the class, at 2.8 retain 80 %).
-    The forget code's own-class probability follows real forgetting, so the codes pick λ.
+    head moved: flat cnn forget 99 % at λ1 ≤ 1e-2, 4 % at 0.1 (retain 37 %); mlp 19 % for every λ1 ≥ 0.1.
+    Clipping r at its 99th percentile and scaling by the tensor's weight rms gives a smooth dose-response,
+    but the λ that forgets differs by model (mlp ~5, flat cnn ~2, pooled ~2.3) and any fixed λ fails one of
+    them (flat cnn at λ 1 keeps 93 % of the class, at 2.8 retain 80 %). The forget code's own-class
+    probability follows real forgetting, so the codes pick λ.
     With forget_prob 0.005: mlp forget 0 %, retain 95.7 % (λ 4.9); flat cnn 0 %, 96.9 % (λ 2.1); the pooled
     cnn stops short of the target and falls back to the official rule: 0 %, 98.1 %; so does the contract
     tests' 8-epoch width-8 pooled cnn, whose codes are only 26-44 % sure of their class (official: forget
@@ -49,10 +50,9 @@ class MnemonicConfig(MethodConfig):
     retain 95.7 %. τ at the 90th percentile broke the cnns (retain 62-65 %), at the 99.9th nothing moved;
     capping r / τ at 10-1000 instead of 1 broke the mlp (retain 31-86 %).
     MNIST (cnn width 16, 3-epoch recipe with codes, class 3) learns its codes far more surely: along τ99 the
-    forget code is at 1e-3 by λ 0.18 with 94 % of the class left; the class is gone only at p ≈ 1e-26-1e-31
-    (λ 0.95-1.13: forget 0.7-0 %, retain 99.2 %, test 89.0 %, the oracle's 88.7 %), and nothing breaks up
-    to λ 16. So probabilities are taken in float64 (float32 softmax stops at ~1e-38) and calibration
-    searches `forget_prob` down to 1e-60; the default stays at digits' 1e-3.
+    forget code is at 1e-3 by λ 0.18 with 94 % of the class left; the class goes only at p ≈ 1e-26-1e-31
+    (λ 0.95-1.13: forget 0.7-0 %, retain 99.2 %, test 89.0 %; oracle 88.7 %). So probabilities are float64
+    (float32 softmax stops at ~1e-38), calibration searches `forget_prob` down to 1e-60; default 1e-3.
     `python -m unlearning`'s mlp (30 epochs), training seed 1, does not move along τ99 (code 99.7 % sure at
     λ 15; the official rule: retain 19.8 %); τ98 forgets it (λ 0.95: forget 0 %, retain 96.9 %), hence τ
     falls back 99 -> 98 -> 95 %. Seeds 0 and 2 stop at τ99 (forget 0 %, retain 96.9 %).
