@@ -136,3 +136,23 @@ def test_lightweight_class_request_uses_zero_reference(class_split, mlp_original
 def test_lightweight_config_rejects_bad_values(bad) -> None:
     with pytest.raises(ValidationError):
         LightweightConfig.model_validate(bad)
+
+
+def test_lightweight_caps_its_stopping_test_and_reference(class_split, mlp_original, monkeypatch) -> None:
+    """On large requests the stopping test scores a fixed subset and θ_ref trains on at most the cap."""
+    from unlearning.methods.base import UnlearnInputs
+
+    counts: list[int | None] = []
+    subset = UnlearnInputs.retain_subset
+
+    def recording(self, fraction=None, count=None, per_class=None):
+        counts.append(count)
+        return subset(self, fraction=fraction, count=count, per_class=per_class)
+
+    monkeypatch.setattr(UnlearnInputs, "retain_subset", recording)
+    logs: list[dict] = []
+    unlearn("lightweight", mlp_original, class_split, {"check_samples": 10, "scratch_max_samples": 20},
+            seed=0, log=logs.append)
+    assert len(class_split.forget()) > 10 and len(class_split.retain()) * 0.05 > 20
+    assert counts == [20]
+    assert abs(logs[-1]["forget_acc"] * 10 - round(logs[-1]["forget_acc"] * 10)) < 1e-6  # k / 10
