@@ -108,7 +108,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--data", default="mnist")
     ap.add_argument("--data-root", default=None, help="folder with the torchvision layout (MNIST/raw/*.gz)")
     ap.add_argument("--model", default="cnn")
-    ap.add_argument("--width", type=int, default=16, help="0: the model's own default width")
+    ap.add_argument("--width", type=int, default=16, help="16: MNIST's reference; 0: the model's own (digits)")
     ap.add_argument("--epochs", type=int, default=None, help="fixed recipe epochs (default: find convergence)")
     ap.add_argument("--recipes", default="3,5,8", help="recipe lengths (epochs) tried for convergence")
     ap.add_argument("--tolerance", type=float, default=0.2, help="points below the best test accuracy")
