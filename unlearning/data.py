@@ -84,6 +84,12 @@ class Samples:
         idx = torch.as_tensor(idx, dtype=torch.long, device=self.device)
         return Samples(self.x[idx], self.y[idx], self.ids[idx], self.mean, self.std, self.augmentable)
 
+    def random_subset(self, n: int, generator: torch.Generator) -> Samples:
+        """A seeded random `n` of these samples, kept in their order (all of them when n >= len)."""
+        if n >= len(self):
+            return self
+        return self.subset(torch.sort(torch.randperm(len(self), generator=generator)[:n]).values)
+
     def with_labels(self, y: Tensor) -> Samples:
         """Same inputs, other labels (random-label style methods)."""
         return Samples(self.x, y.to(self.device), self.ids, self.mean, self.std, self.augmentable)

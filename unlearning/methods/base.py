@@ -150,14 +150,12 @@ class UnlearnInputs:
             for c in torch.unique(retain.y).tolist():
                 pos = torch.nonzero(retain.y.cpu() == c).flatten()
                 picks.append(pos[torch.randperm(len(pos), generator=gen)[:per_class]])
-            idx = torch.sort(torch.cat(picks)).values
-        else:
-            n = count if count is not None else int(round((fraction or 0.0) * len(retain)))
-            if n <= 0:
-                raise ValueError(f"retain subset is empty (fraction={fraction}, count={count}); "
-                                 "it must select at least one sample")
-            idx = torch.sort(torch.randperm(len(retain), generator=gen)[:n]).values
-        return retain.subset(idx)
+            return retain.subset(torch.sort(torch.cat(picks)).values)
+        n = count if count is not None else int(round((fraction or 0.0) * len(retain)))
+        if n <= 0:
+            raise ValueError(f"retain subset is empty (fraction={fraction}, count={count}); "
+                             "it must select at least one sample")
+        return retain.random_subset(n, gen)
 
     @property
     def val(self) -> Samples:

@@ -102,13 +102,6 @@ def _accuracy(model: nn.Module, samples: Samples) -> float:
     return float((predict(model, samples).argmax(1) == samples.y).float().mean())
 
 
-def _at_most(samples: Samples, n: int, gen: torch.Generator) -> Samples:
-    """A fixed seeded random part of `samples` of at most n samples (all of them when smaller)."""
-    if len(samples) <= n:
-        return samples
-    return samples.subset(torch.sort(torch.randperm(len(samples), generator=gen)[:n]).values)
-
-
 class StoppingTest:
     """forget accuracy ≤ reference accuracy + δ, on at most `samples` forget and val samples.
 
@@ -119,8 +112,8 @@ class StoppingTest:
     """
 
     def __init__(self, inputs: UnlearnInputs, delta: float, samples: int, gen: torch.Generator) -> None:
-        self.forget = _at_most(inputs.forget, samples, gen)
-        self.val = None if inputs.scenario == "class" else _at_most(inputs.val, samples, gen)
+        self.forget = inputs.forget.random_subset(samples, gen)
+        self.val = None if inputs.scenario == "class" else inputs.val.random_subset(samples, gen)
         self.delta = delta
         self.trail: list[dict[str, float]] = []
 
