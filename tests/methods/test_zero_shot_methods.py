@@ -143,31 +143,52 @@ def test_mnemonic_forgets_from_codes_only(arch, coded, class_split, check):
     _check_forgets(check, result, model, class_split)
 
 
-def test_mnemonic_takes_the_smallest_move_among_near_misses(monkeypatch):
-    """No (τ, sign) walk reaches forget_prob, two stop within near_factor of it: the smaller move wins and
-    the codes count as forgotten (no official fallback). Measured under ATEN_CPU_CAPABILITY=default on the
-    digits mlp: τ99 stopped at λ 15.2 (p 1.06e-3, move 26.1) with 39 % of the class left after the official
-    fallback, τ98 at λ 2.26 (p 1.5e-3, move 6.8) forgets it all, retain-test 95.3 %."""
-    from unlearning.methods import mnemonic as mn
+class _LineProbe:
+    """A stand-in for ImpressionProbe on a 1-weight model whose weight is the signed λ of the walk."""
 
-    model = torch.nn.Linear(2, 2)
-    unit = {n: torch.ones_like(p) for n, p in model.named_parameters()}  # norm sqrt(6) per unit of λ
-    walks = {(0, -1.0): (15.2, 1.06e-3), (0, 1.0): (0.1, 0.99), (1, -1.0): (2.26, 1.5e-3), (1, 1.0): (0.1, 0.99),
-             (2, -1.0): (1.0, 0.02), (2, 1.0): (0.1, 0.99)}
-    steps = [dict(unit, tag=torch.tensor(float(i))) for i in range(3)]  # `tag` names the τ of a step
-    monkeypatch.setattr(mn, "_unit_steps", lambda *a: steps)
-    monkeypatch.setattr(mn, "_grid_lambda", lambda m, b, st, c, f, cfg, sign, k: walks[int(st["tag"]), sign])
-    monkeypatch.setattr(mn, "_step_norm", lambda st, lam: lam * math.sqrt(6))
-    monkeypatch.setattr(mn, "_place", lambda *a: None)
+    def __init__(self, score, kept=lambda w: 1.0):
+        self._score, self._kept = score, kept
+
+    def score(self, model):
+        w = float(model.weight.detach())
+        return self._score(w), self._kept(w)
+
+
+def _walk(probe, sign=-1.0, keep_fraction=0.99):
+    from unlearning.methods.mnemonic_step import lambda_grid, walk
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    base, steps = {"weight": torch.zeros(1, 1)}, {"weight": torch.ones(1, 1)}
+    return walk(model, base, steps, probe, lambda_grid(0.1, 16.0, 8), sign, keep_fraction, patience=8)
+
+
+def test_mnemonic_walk_stops_at_the_target_the_keep_floor_or_a_stall():
+    """The three ways a λ walk ends (MnemonicConfig): the first λ at the target; the most forgotten λ
+    before the kept impressions break; the bottom of a score that turns back (the digits mlp's pattern),
+    where a flat, saturated start is not taken for a stall."""
+    lam, score = _walk(_LineProbe(lambda w: 2.0 + w))  # θ−: w = −λ, the score falls 1 per unit of λ
+    assert 2.0 <= lam < 2.0 * 2 ** (1 / 8) and score <= 0.0
+    lam, score = _walk(_LineProbe(lambda w: 2.0 + w, kept=lambda w: 1.0 if -w < 1.0 else 0.5))
+    assert lam < 1.0 <= lam * 2 ** (1 / 8) and score > 0.0
+    flat_then_v = _LineProbe(lambda w: 5.0 if -w < 1.0 else 5.0 - 4.0 * min(-w - 1.0, 1.0) + max(-w - 2.0, 0.0))
+    lam, score = _walk(flat_then_v)
+    assert 2.0 <= lam < 2.0 * 2 ** (1 / 8) and math.isclose(score, 1.0, abs_tol=0.2)
+
+
+def test_mnemonic_choose_step_prefers_theta_minus_and_stops_at_the_first_quantile_that_forgets():
+    from unlearning.methods.mnemonic_step import choose_step, lambda_grid
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    steps = [{"weight": torch.ones(1, 1) * k} for k in (1.0, 2.0, 4.0)]  # τ99 / τ98 / τ95: 1, 2, 4 per λ
+    probe = _LineProbe(lambda w: 3.0 - abs(w))  # symmetric in the sign: ties go to θ−
     events = []
-    p_f, forgotten = mn._by_codes(model, torch.zeros(2, 2), [0], MnemonicConfig(), unit, unit, None, events.append)
-    assert (p_f, forgotten, events[0]["quantile"], events[0]["lambda"]) == (1.5e-3, True, 0.98, 2.26)
-    walks[1, -1.0] = (2.26, 4e-3)  # one near miss left: it is taken
-    p_f, forgotten = mn._by_codes(model, torch.zeros(2, 2), [0], MnemonicConfig(), unit, unit, None, events.append)
-    assert (p_f, forgotten, events[1]["quantile"]) == (1.06e-3, True, 0.99)
-    walks[0, -1.0] = (15.2, 5e-3)  # none: the lowest found, not counted as forgotten (the official rule may try)
-    p_f, forgotten = mn._by_codes(model, torch.zeros(2, 2), [0], MnemonicConfig(), unit, unit, None, events.append)
-    assert (p_f, forgotten, events[2]["quantile"]) == (4e-3, False, 0.98)
+    score = choose_step(model, probe, steps, (0.99, 0.98, 0.95), lambda_grid(0.1, 2.0, 8), 0.99, 8,
+                        events.append)
+    # τ99 moves |w| to 2 at most (score 1: short); τ98 reaches 3 at the first λ ≥ 1.5, on θ−
+    assert score <= 0.0 and events[-1]["reached"] and (events[-1]["quantile"], events[-1]["sign"]) == (0.98, -1.0)
+    assert 1.5 <= events[-1]["lambda"] < 1.5 * 2 ** (1 / 8)
+    assert math.isclose(float(model.weight.detach()), -2.0 * events[-1]["lambda"], rel_tol=1e-6)
 
 
 def test_mnemonic_official_rule_is_kept(class_split, coded):
@@ -190,7 +211,7 @@ def test_mnemonic_refuses_a_model_trained_without_codes(class_split, cnn_origina
     (EMMNConfig, {"noise_lr": 0}), (EMMNConfig, {"noise_per_class": 0}), (EMMNConfig, {"min_noise_l2": -1}),
     (EMMNConfig, {"update": "body"}),
     (GKTConfig, {"cycles": 0}), (GKTConfig, {"threshold": 1.5}), (GKTConfig, {"beta_at": -1}),
-    (MnemonicConfig, {"lambda1": 0}), (MnemonicConfig, {"lambda2": -1}), (MnemonicConfig, {"forget_prob": 1.0}),
+    (MnemonicConfig, {"lambda1": 0}), (MnemonicConfig, {"lambda2": -1}), (MnemonicConfig, {"keep_fraction": 1.5}),
     (MnemonicConfig, {"lambda_min": 20.0}), (MnemonicConfig, {"ratio_quantiles": [1.0]}),
 ])
 def test_configs_reject_bad_values(cls, bad):
