@@ -283,10 +283,8 @@ def _scenario(base: list[str], scenario: str, args: argparse.Namespace, t0: floa
             print(f"[{time.perf_counter() - t0:6.0f} s] {scenario}: calibrating on proxies", flush=True)
             cal = calibrate(cal_params, split, data_version=data_version(split))
             calib_s = {m: s.wall_s for m, s in cal.searches.items()}
-            chosen = {m: {"chosen": s.chosen, "values": s.values, "trials": s.trials,
-                          "heldout_gap": cal.heldout.get(m, {}).get("gap"),
-                          "heldout_default_gap": cal.heldout.get(m, {}).get("default_gap"),
-                          "budget_hint": s.budget_hint}
+            chosen = {m: {"chosen": s.chosen, "values": s.values, "trials": s.trials, "budget_hint": s.budget_hint,
+                          **{f"heldout_{k}": cal.heldout.get(m, {}).get(k) for k in ("gap", "default_gap", "vetoed_gap")}}
                       for m, s in cal.searches.items()}
             save(res())  # the calibration's outcome survives a stop during the (long) calibrated experiment
             print(f"[{time.perf_counter() - t0:6.0f} s] {scenario}: calibrated settings", flush=True)

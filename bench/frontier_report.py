@@ -71,6 +71,8 @@ def metrics_table(scenario: str, res: dict[str, Any]) -> str:
             c = calib[p["method"]]
             if finite(c.get("heldout_default_gap")) and finite(c.get("heldout_gap")):
                 held = f"{c['heldout_default_gap']:.2f} -> {c['heldout_gap']:.2f}"
+            if finite(c.get("heldout_vetoed_gap")):
+                held = f"veto {c['heldout_vetoed_gap']:.2f}"
             cost = f"{res['calibration_s'].get(p['method'], float('nan')):.0f} s/{c.get('trials', '?')}"
         lines.append(f"{key:<26}" + "".join(f"{pm(p.get(k), p.get(k + '_ci'), d):>16}" for k, _, d in cols)
                      + f"{held:>17}{cost:>12}")

@@ -1,4 +1,5 @@
-"""Would a held-out veto help calibration? Replays stored frontier runs without training anything.
+"""Does the held-out veto help calibration? Replays stored frontier runs without training anything (runs
+made before `calibration.heldout_veto` existed, or with it null).
 
 The veto: keep a method's defaults when its searched choice scores more than `--tolerance` gap points worse
 than the defaults on the held-out proxy. For each search that chose a setting, the live gap with the veto
@@ -35,7 +36,8 @@ def main() -> None:
     root = Path(__file__).resolve().parent / "results"
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="*", type=Path, help="frontier JSON files (default: bench/results/frontier-*.json)")
-    ap.add_argument("--tolerance", type=float, default=0.1, help="held-out gap points a choice may lose")
+    ap.add_argument("--tolerance", type=float, default=1.0,
+                    help="held-out gap points a choice may lose (calibration.heldout_veto's default)")
     args = ap.parse_args()
     rows = [r for path in (args.runs or sorted(root.glob("frontier-*.json"))) for r in searches(path)]
     if not rows:

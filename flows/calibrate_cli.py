@@ -38,8 +38,10 @@ def cmd_calibrate(args: Any) -> int:
                                        methods=methods, wait=args.wait)
     for method, values in out["values"].items():
         gaps = out["heldout"][method]
+        vetoed = (f"; the search's choice was vetoed, held-out gap {gaps['vetoed_gap']}"
+                  if gaps.get("vetoed_gap") is not None else "")
         print(f"{method}: {values or 'defaults kept'}; held-out proxy gap {gaps['gap']} "
-              f"(defaults {gaps['default_gap']})")
+              f"(defaults {gaps['default_gap']}){vetoed}")
     for method, why in out["skipped"].items():
         print(f"{method}: skipped ({why})")
     for hint in out.get("budget_hints", []):

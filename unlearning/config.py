@@ -236,6 +236,9 @@ class CalibrationConfig(Section):
     budget_s: float = Field(300.0, gt=0.0)  # wall time per method's search (a trial in flight finishes)
     startup_trials: int = Field(5, ge=1)  # random trials before TPE models the objective
     tie_gap: float = Field(0.1, ge=0.0)  # gap points within which the faster setting wins
+    # keep the defaults when the searched choice scores more than this many gap points worse than them on
+    # the held-out proxy (null: never); bench/heldout_veto.py replays it over stored runs
+    heldout_veto: float | None = Field(1.0, ge=0.0)
     seed: int = 0  # seeds the proxy draw and the TPE sampler
     methods: list[str] | None = None  # null: unlearn.methods
 

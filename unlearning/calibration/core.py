@@ -123,10 +123,18 @@ def calibrate_method(params: Params, plan: CalibrationPlan, name: str, cases: Se
     # its forget fraction), which the held-out proxy and the live request choose for themselves.
     chosen = (score_on(params, name, setting_config(params, name, s.values), [heldout_case], plan.seed)
               if s.chosen == "search" else default)
+    heldout = {"gap": chosen.gap, "default_gap": default.gap}
+    veto = params.calibration.heldout_veto
+    if s.chosen == "search" and veto is not None and chosen.gap > default.gap + veto:
+        # The proxies' favourite loses on the proxy it never saw: a search fitted to its two proxies.
+        s.vetoed = {"values": s.values, "gap": s.gap, "time_s": s.time_s, "heldout_gap": chosen.gap}
+        s.chosen, s.values, s.gap, s.time_s = "defaults", dict(s.default_values), s.default_gap, s.default_time_s
+        heldout = {"gap": default.gap, "default_gap": default.gap, "vetoed_gap": chosen.gap}
     if log is not None:
         log({"stage": "calibrate", "method": name, "chosen": s.chosen, "values": s.values, "gap": s.gap,
-             "heldout_gap": chosen.gap, "heldout_default_gap": default.gap, "wall_s": round(s.wall_s, 1)})
-    return MethodOutcome(s, {"gap": chosen.gap, "default_gap": default.gap})
+             "heldout_gap": heldout["gap"], "heldout_default_gap": default.gap, "vetoed": s.vetoed,
+             "wall_s": round(s.wall_s, 1)})
+    return MethodOutcome(s, heldout)
 
 
 def calibrate(params: Params, live: Split, *, data_version: str, methods: Sequence[str] | None = None,

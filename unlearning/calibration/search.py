@@ -56,6 +56,8 @@ class MethodSearch:
     wall_s: float
     log: list[dict[str, Any]] = field(default_factory=list)  # one entry per trial, for trackers
     budget_hint: str | None = None  # set when the wall-time budget cut the search short (`budget_hint`)
+    # the searched choice the held-out proxy rejected (`core.calibrate_method`): values, gap, time_s, heldout_gap
+    vetoed: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "log"}

@@ -25,6 +25,8 @@ def format_calibration(result: Any, live: dict[str, dict[str, float]] | None, re
     rows = []
     for m, s in result.searches.items():
         chosen = "defaults" if s.chosen == "defaults" else _values(s.values)
+        if s.vetoed:
+            chosen += f" (vetoed {_values(s.vetoed['values'])}: held-out {_gap(s.vetoed['heldout_gap'])})"
         lv = (live or {}).get(m) or {}
         rows.append([m, f"{s.trials}/{s.pruned}/{s.failed}", chosen, _pair(s.default_gap, s.gap),
                      _pair(result.heldout[m]["default_gap"], result.heldout[m]["gap"]),
