@@ -154,12 +154,12 @@ class _LineProbe:
         return self._score(w), self._kept(w)
 
 
-def _walk(probe, sign=-1.0, keep_fraction=0.99):
+def _walk(probe, sign=-1.0, keep_prob=0.99):
     from unlearning.methods.mnemonic_step import lambda_grid, walk
 
     model = torch.nn.Linear(1, 1, bias=False)
     base, steps = {"weight": torch.zeros(1, 1)}, {"weight": torch.ones(1, 1)}
-    return walk(model, base, steps, probe, lambda_grid(0.1, 16.0, 8), sign, keep_fraction, patience=8)
+    return walk(model, base, steps, probe, lambda_grid(0.1, 16.0, 8), sign, keep_prob, patience=8)
 
 
 def test_mnemonic_walk_stops_at_the_target_the_keep_floor_or_a_stall():
@@ -211,7 +211,7 @@ def test_mnemonic_refuses_a_model_trained_without_codes(class_split, cnn_origina
     (EMMNConfig, {"noise_lr": 0}), (EMMNConfig, {"noise_per_class": 0}), (EMMNConfig, {"min_noise_l2": -1}),
     (EMMNConfig, {"update": "body"}),
     (GKTConfig, {"cycles": 0}), (GKTConfig, {"threshold": 1.5}), (GKTConfig, {"beta_at": -1}),
-    (MnemonicConfig, {"lambda1": 0}), (MnemonicConfig, {"lambda2": -1}), (MnemonicConfig, {"keep_fraction": 1.5}),
+    (MnemonicConfig, {"lambda1": 0}), (MnemonicConfig, {"lambda2": -1}), (MnemonicConfig, {"keep_prob": 1.5}),
     (MnemonicConfig, {"lambda_min": 20.0}), (MnemonicConfig, {"ratio_quantiles": [1.0]}),
 ])
 def test_configs_reject_bad_values(cls, bad):

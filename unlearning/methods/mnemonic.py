@@ -29,8 +29,9 @@ class MnemonicConfig(MethodConfig):
     quantile of r over all parameters (`ratio_quantiles`, tried in order), λ walked up a geometric grid (8
     per doubling) until the forget class's impressions (`impressions_per_class` error-minimising noise
     inputs per class, optimised on θ_o: no data) are, at their median, no surer of their class than θ_o
-    was of it on the kept classes' impressions (times `target_scale`), or until the kept impressions start
-    losing their class (below `keep_fraction` of θ_o's rate), whichever comes first; the sign and τ whose
+    was of it on the kept classes' impressions (times `target_scale`), or until the kept impressions grow
+    unsure of their class (mean own-class probability below `keep_prob` of θ_o's), whichever comes first;
+    a walk also ends one doubling of λ after its last progress; the sign and τ whose
     walk forgets furthest win (ties: θ−, as the official rule). One Fisher pass on the codes, 40 noise
     steps, then forwards of the impressions only.
 
@@ -47,11 +48,14 @@ class MnemonicConfig(MethodConfig):
     the class is gone from λ 2.7; the digits mlp's impressions bottom out at -5.4 (target -6.8), the
     class gone from λ 1.35. Measured with these defaults (one CPU thread): MNIST cnn (5 epochs, width 16,
     class 3), training seeds 0-2: forget 0 %, retain 99.1-99.3 %, test 88.6-89.1 %, 5-7 s on a loaded core
-    (retraining: ~62 s); digits (15 epochs) flat cnn: forget 0 / 0.7 / 0 %, retain 99.6 / 99.1 / 97.7 %;
-    mlp: forget 0 %, retain 98.0-99.8 %. `keep_fraction` 0.97, not 0.99: the contract tests' cnn under
-    ATEN_CPU_CAPABILITY=default loses three of its 144 kept impressions at λ 2.69, so 0.99 stopped at λ
-    2.47 with 15 % of the class left; 0.97 takes λ 2.69: 5.5 % left (AVX-512: λ 3.2, 0 %, retain-test
-    97.7 %).
+    (retraining: ~62 s); digits (15 epochs) flat cnn: forget 0 / 2.7 / 0 %, retain 98.1 / 100 / 97.7 %; mlp:
+    forget 0 %, retain 98.0-99.8 %; the digits cnn (20 epochs, seed 0) on each other class: forget 0-0.7 %,
+    retain 96.7-100 % (mean 98.9 %). `keep_prob` 0.85 on the mean probability, not a share of kept
+    impressions that still get their class (0.97): that share stayed ≥ 97 % on classes 0 and 9 while retain
+    fell to 93.0 / 91.5 % (mean over the 9 classes 96.8 %); the mean probability falls with retain (in the
+    walks of classes 0, 4 and 9 retain stayed ≥ 97 % while it was ≥ 0.85). The contract tests' cnn under
+    ATEN_CPU_CAPABILITY=default is the tight case: its class is 5.5 % left at λ 2.69 (mean 0.878) and gone
+    at 2.93 (0.816, retain-test 91.4 %); AVX-512: λ 3.2, 0 %, retain-test 97.7 %.
     """
 
     scale: Literal["impressions", "official"] = "impressions"
@@ -65,7 +69,7 @@ class MnemonicConfig(MethodConfig):
     impression_steps: int = Field(40, ge=1)  # Adam steps of the error-minimising noise (UNSIR's 40)
     # the forget impressions' target log-probability, times θ_o's on the kept impressions (> 1: further)
     target_scale: float = Field(1.0, gt=0.0)
-    keep_fraction: float = Field(0.97, gt=0.0, le=1.0)  # kept impressions still labelled right, vs θ_o
+    keep_prob: float = Field(0.85, gt=0.0, le=1.0)  # kept impressions' mean own-class probability, vs θ_o
     lambda_min: float = Field(0.1, gt=0.0)  # grid of λ (in units of each tensor's weight rms)
     lambda_max: float = Field(16.0, gt=0.0)
     grid_per_doubling: int = Field(8, ge=1)  # grid points per factor 2; a walk that has not improved
@@ -73,7 +77,7 @@ class MnemonicConfig(MethodConfig):
     # Tuned on proxy requests (unlearning.calibration): how far the forget impressions must go and how many
     # kept impressions may change class on the way.
     search_space: ClassVar[dict[str, Dist]] = {"target_scale": LogUniform(0.25, 4.0),
-                                               "keep_fraction": Uniform(0.8, 1.0)}
+                                               "keep_prob": Uniform(0.6, 0.98)}
 
     @model_validator(mode="after")
     def _grid(self) -> MnemonicConfig:
@@ -146,5 +150,5 @@ def mnemonic(model: nn.Module, inputs: UnlearnInputs, cfg: MnemonicConfig, *, lo
                              cfg.impression_steps, cfg.target_scale, inputs.generator(), inputs.device)
     steps = unit_steps(model, f_f, f_r, cfg.fisher_floor, cfg.ratio_quantiles)
     grid = lambda_grid(cfg.lambda_min, cfg.lambda_max, cfg.grid_per_doubling)
-    choose_step(model, probe, steps, cfg.ratio_quantiles, grid, cfg.keep_fraction, cfg.grid_per_doubling, log)
+    choose_step(model, probe, steps, cfg.ratio_quantiles, grid, cfg.keep_prob, cfg.grid_per_doubling, log)
     return model

@@ -64,19 +64,18 @@ class ImpressionProbe:
     labels: Tensor  # [C·k]
     forget: list[int]
     target: Tensor  # [len(forget)], log-probabilities
-    keep_base: float  # fraction of kept impressions θ_o labels as their class
+    keep_base: float  # θ_o's mean own-class probability over the kept impressions
 
     @torch.no_grad()
     def score(self, model: nn.Module) -> tuple[float, float]:
         """(max over forget classes of median log p(c | impressions of c) − target[c]: ≤ 0 = forgotten,
-        fraction of kept impressions still labelled their class, relative to θ_o)."""
+        the kept impressions' mean probability of their own class, relative to θ_o's)."""
         model.eval()
         logp = F.log_softmax(model(self.inputs).float(), 1)
         gaps = [float(logp[self.labels == c, c].median()) - float(t) for c, t in zip(self.forget, self.target,
                                                                                         strict=True)]
         kept = ~torch.isin(self.labels, torch.tensor(self.forget, device=self.labels.device))
-        right = float((logp[kept].argmax(1) == self.labels[kept]).float().mean())
-        return max(gaps), right / max(self.keep_base, 1e-12)
+        return max(gaps), _own_mean(logp[kept], self.labels[kept]) / max(self.keep_base, 1e-12)
 
 
 def impression_probe(model: nn.Module, num_classes: int, in_shape: tuple[int, ...], forget: list[int],
@@ -93,8 +92,12 @@ def impression_probe(model: nn.Module, num_classes: int, in_shape: tuple[int, ..
         logp = F.log_softmax(model(inputs).float(), 1)
     is_f = torch.isin(labels, torch.tensor(forget, device=device))
     target = torch.stack([logp[~is_f, c].median() for c in forget]) * target_scale
-    keep_base = float((logp[~is_f].argmax(1) == labels[~is_f]).float().mean())
-    return ImpressionProbe(inputs, labels, forget, target, keep_base)
+    return ImpressionProbe(inputs, labels, forget, target, _own_mean(logp[~is_f], labels[~is_f]))
+
+
+def _own_mean(logp: Tensor, labels: Tensor) -> float:
+    """Mean probability each input gives its own label; logp [N, C], labels [N]."""
+    return float(logp.gather(1, labels.view(-1, 1)).exp().mean())
 
 
 def unit_steps(model: nn.Module, f_f: dict[str, Tensor], f_r: dict[str, Tensor], fisher_floor: float,
@@ -130,9 +133,9 @@ def lambda_grid(low: float, high: float, per_doubling: int) -> list[float]:
 
 
 def walk(model: nn.Module, base: dict[str, Tensor], steps: dict[str, Tensor], probe: ImpressionProbe,
-         grid: list[float], sign: float, keep_fraction: float, patience: int) -> tuple[float, float]:
+         grid: list[float], sign: float, keep_prob: float, patience: int) -> tuple[float, float]:
     """Up the grid: the first λ whose forget impressions reach their target, else the most forgotten λ before
-    kept impressions lose their class (below `keep_fraction` of θ_o's rate) or `patience` points pass
+    the kept impressions grow unsure of their class (mean below `keep_prob` of θ_o's) or `patience` points pass
     without progress once it has started to move. Returns (λ, score)."""
     best, since, moved = None, 0, False
     place(model, base, steps, 0.0)
@@ -140,7 +143,7 @@ def walk(model: nn.Module, base: dict[str, Tensor], steps: dict[str, Tensor], pr
     for lam in grid:
         place(model, base, steps, sign * lam)
         score, kept = probe.score(model)
-        if kept < keep_fraction:
+        if kept < keep_prob:
             break
         if best is None or score < best[1]:
             best, since = (lam, score), 0
@@ -153,7 +156,7 @@ def walk(model: nn.Module, base: dict[str, Tensor], steps: dict[str, Tensor], pr
 
 
 def choose_step(model: nn.Module, probe: ImpressionProbe, all_steps: list[dict[str, Tensor]],
-                quantiles: tuple[float, ...], grid: list[float], keep_fraction: float, patience: int,
+                quantiles: tuple[float, ...], grid: list[float], keep_prob: float, patience: int,
                 log) -> float:
     """Each τ in turn, both signs (θ− first: ties go to it, as the official code's); stop at the first τ
     whose walk reaches the target; apply the lowest score found to `model`. Returns that score."""
@@ -161,7 +164,7 @@ def choose_step(model: nn.Module, probe: ImpressionProbe, all_steps: list[dict[s
     found = []
     for q, steps in zip(quantiles, all_steps, strict=True):
         for sign in (-1.0, 1.0):
-            lam, score = walk(model, base, steps, probe, grid, sign, keep_fraction, patience)
+            lam, score = walk(model, base, steps, probe, grid, sign, keep_prob, patience)
             found.append((score, q, sign, lam, steps))
         if min(f[0] for f in found) <= 0.0:
             break
