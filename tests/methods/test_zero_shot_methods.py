@@ -148,6 +148,7 @@ class _LineProbe:
 
     def __init__(self, score, kept=lambda w: 1.0):
         self._score, self._kept = score, kept
+        self.start = score(0.0)  # θ_o's score, as ImpressionProbe.start
 
     def score(self, model):
         w = float(model.weight.detach())

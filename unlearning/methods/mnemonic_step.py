@@ -64,7 +64,9 @@ class ImpressionProbe:
     labels: Tensor  # [C·k]
     forget: list[int]
     target: Tensor  # [len(forget)], log-probabilities
+    kept: Tensor  # [C·k] bool: impressions of the kept classes
     keep_base: float  # θ_o's mean own-class probability over the kept impressions
+    start: float  # θ_o's score (where every walk begins)
 
     @torch.no_grad()
     def score(self, model: nn.Module) -> tuple[float, float]:
@@ -72,10 +74,8 @@ class ImpressionProbe:
         the kept impressions' mean probability of their own class, relative to θ_o's)."""
         model.eval()
         logp = F.log_softmax(model(self.inputs).float(), 1)
-        gaps = [float(logp[self.labels == c, c].median()) - float(t) for c, t in zip(self.forget, self.target,
-                                                                                        strict=True)]
-        kept = ~torch.isin(self.labels, torch.tensor(self.forget, device=self.labels.device))
-        return max(gaps), _own_mean(logp[kept], self.labels[kept]) / max(self.keep_base, 1e-12)
+        return (_forget_gap(logp, self.labels, self.forget, self.target),
+                _own_mean(logp[self.kept], self.labels[self.kept]) / max(self.keep_base, 1e-12))
 
 
 def impression_probe(model: nn.Module, num_classes: int, in_shape: tuple[int, ...], forget: list[int],
@@ -90,9 +90,15 @@ def impression_probe(model: nn.Module, num_classes: int, in_shape: tuple[int, ..
     model.eval()
     with torch.no_grad():
         logp = F.log_softmax(model(inputs).float(), 1)
-    is_f = torch.isin(labels, torch.tensor(forget, device=device))
-    target = torch.stack([logp[~is_f, c].median() for c in forget]) * target_scale
-    return ImpressionProbe(inputs, labels, forget, target, _own_mean(logp[~is_f], labels[~is_f]))
+    kept = ~torch.isin(labels, torch.tensor(forget, device=device))
+    target = torch.stack([logp[kept, c].median() for c in forget]) * target_scale
+    return ImpressionProbe(inputs, labels, forget, target, kept, _own_mean(logp[kept], labels[kept]),
+                           _forget_gap(logp, labels, forget, target))
+
+
+def _forget_gap(logp: Tensor, labels: Tensor, forget: list[int], target: Tensor) -> float:
+    """Max over forget classes c of median log p(c | impressions of c) − target[c]; ≤ 0: forgotten."""
+    return max(float(logp[labels == c, c].median()) - float(t) for c, t in zip(forget, target, strict=True))
 
 
 def _own_mean(logp: Tensor, labels: Tensor) -> float:
@@ -138,8 +144,6 @@ def walk(model: nn.Module, base: dict[str, Tensor], steps: dict[str, Tensor], pr
     the kept impressions grow unsure of their class (mean below `keep_prob` of θ_o's) or `patience` points pass
     without progress once it has started to move. Returns (λ, score)."""
     best, since, moved = None, 0, False
-    place(model, base, steps, 0.0)
-    first = probe.score(model)[0]  # θ_o's
     for lam in grid:
         place(model, base, steps, sign * lam)
         score, kept = probe.score(model)
@@ -147,7 +151,7 @@ def walk(model: nn.Module, base: dict[str, Tensor], steps: dict[str, Tensor], pr
             break
         if best is None or score < best[1]:
             best, since = (lam, score), 0
-            moved = moved or score < first - 0.01
+            moved = moved or score < probe.start - 0.01
         elif moved and (since := since + 1) >= patience:  # a flat start (saturated impressions) is no stall
             break
         if score <= 0.0:
