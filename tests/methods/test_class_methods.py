@@ -1,4 +1,4 @@
-"""UNSIR, Bad Teaching, SCRUB, SSD and SalUn forgetting a whole class of digits (real but tiny data), CPU.
+"""UNSIR, Bad Teaching, SCRUB, SSD, SalUn and NegGrad forgetting a whole class of digits (real but tiny data), CPU.
 
 Thresholds are the brief's: class forgetting drives forget-train accuracy to ≤ 5 % with retain-test
 accuracy within 5 points of the original. Defaults are tuned in the configs (with the measurements in
@@ -31,7 +31,7 @@ def _acc(model, samples) -> float:
 # ----------------------------------------------------------------------------- class forgetting
 
 @pytest.mark.behaviour
-@pytest.mark.parametrize("name", ["unsir", "bad_teaching", "scrub", "ssd", "salun"])
+@pytest.mark.parametrize("name", ["unsir", "bad_teaching", "scrub", "ssd", "salun", "neggrad"])
 def test_class_forgetting_at_defaults(name, cnn_original, class_split, check) -> None:
     before = _acc(cnn_original, class_split.retain_test())
     out = unlearn(name, cnn_original, class_split, seed=0).model
