@@ -48,7 +48,7 @@ def test_neggrad_stops_at_max_steps(split) -> None:
     calls: list[int] = []
     model = _biased_to_class_3(split, 1e4)
     model.register_forward_hook(lambda m, args, out: calls.append(1) if m.training else None)
-    unlearn("neggrad", model, split, NegGradConfig(lr=1e-6, max_steps=7))
+    unlearn("neggrad", model, split, NegGradConfig(lr=1e-6, stop_max_steps=7))
     assert len(calls) == 7
 
 
@@ -70,7 +70,7 @@ def test_neggrad_stops_once_a_window_of_forget_samples_is_misclassified(split) -
     model.register_forward_hook(lambda m, args, out: calls.append(1) if m.training else None)
     for window, steps in ((64, 1), (128, 2)):
         calls.clear()
-        unlearn("neggrad", model, split, NegGradConfig(stop_window=window, max_steps=50))
+        unlearn("neggrad", model, split, NegGradConfig(stop_window=window))
         assert len(calls) == steps
     calls.clear()
     unlearn("neggrad", model, split, NegGradConfig(stop_forget_acc=None, epochs=2, max_steps=50))
