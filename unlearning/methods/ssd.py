@@ -22,8 +22,10 @@ class SsdConfig(MethodConfig):
 
     Order matters because I_D averages squared *batch-mean* gradients. In the official order D_f fills its
     own batches, so I_D ≥ (forget batches / all batches)·I_f for weights only D_f uses, and α must stay
-    below about 1/forget share to select them. That is harmless at the official scale (CIFAR-100 class:
-    1 % of D) but a knife edge for a 10 % class: on digits (class 3, the cnn with head='gap') α 10 forgets fully with
+    below about 1/forget share to select them. That is harmless at the official scale: the official
+    full-class runs forget 1-5 % of D (a CIFAR-100 or CIFAR-20 class, or one of PinsFaceRecognition's 105
+    people, for which a code comment gives α 50, λ 0.1; `src/*_fullclass_exps.sh`), none a tenth. It is a
+    knife edge for a 10 % class: on digits (class 3, the cnn with head='gap') α 10 forgets fully with
     retain-test 97.3 % (original 98.4 %) while α 11 leaves 90 % of D_f. 'shuffled' mixes D_f into every
     batch (within-batch dilution squares the share), where α 50 worked on both our models (forget 0 %,
     retain-test 96.1-96.5 % for the CNN and the MLP); in that order α 10 dampens far too much (CNN 21 %).
