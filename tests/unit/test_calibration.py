@@ -12,7 +12,7 @@ import torch
 from unlearning.__main__ import main
 from unlearning.calibration.core import calibrate, plan_methods
 from unlearning.calibration.live import score_live
-from unlearning.calibration.profile import read_profile
+from unlearning.calibration.profile import method_fingerprint, read_profile
 from unlearning.params import load_params
 from unlearning.requests import resolve
 from unlearning.steps import train_oracle, train_original
@@ -96,6 +96,7 @@ def test_the_search_is_seeded_and_proxy_models_are_reused(tmp_path, digits):
     assert entry["heldout_proxy"]["description"] == first.proxies[-1]["description"]
     assert entry["heldout_proxy"] not in entry["proxies"]  # the held-out proxy is never searched on
     assert {"gap", "default_gap", "heldout_gap", "trials", "pruned", "wall_s", "proxies"} <= set(entry)
+    assert entry["fingerprint"] == method_fingerprint("finetune")  # later runs leave it out once that moves
     assert read_profile(first.path)["library_version"]
 
 

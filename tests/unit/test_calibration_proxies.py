@@ -11,6 +11,7 @@ from unlearning.calibration.apply import apply_values, use_profile
 from unlearning.calibration.profile import (
     SCHEMA,
     data_version,
+    method_fingerprint,
     new_profile,
     profile_key,
     profile_path,
@@ -154,3 +155,20 @@ def test_profiles_are_found_by_key_written_atomically_and_checked(tmp_path, digi
     path.write_text(json.dumps({"schema": 99}))
     with pytest.raises(ValueError, match="schema-1"):
         use_profile(params, split)
+
+
+def test_a_profile_entry_made_for_other_method_defaults_is_left_out(tmp_path, digits):
+    """Values searched against defaults or a search space that have since changed are not applied."""
+    params = load_params(None, [f"calibration.profile_dir={tmp_path}", "unlearn.methods=[finetune,salun]"])
+    split = resolve(params.request, digits)
+    key = profile_key(params, split, data_version(split))
+    profile = new_profile(key)
+    profile["methods"]["finetune"] = {"values": {"epochs": 3}, "fingerprint": method_fingerprint("finetune")}
+    profile["methods"]["salun"] = {"values": {"lr": 0.07}, "fingerprint": "made-for-older-salun"}
+    write_profile(profile_path(tmp_path, key), profile)
+    use = use_profile(params, split)
+    assert use.params.unlearn.finetune.epochs == 3 and use.sources["finetune"]["epochs"] == "profile"
+    assert use.params.unlearn.salun.lr == type(use.params.unlearn.salun)().lr
+    assert use.sources["salun"]["lr"] == "default"
+    assert any(n.startswith("salun: profile") and "unlearn calibrate --methods salun" in n for n in use.notes)
+    assert method_fingerprint("finetune") != method_fingerprint("salun")

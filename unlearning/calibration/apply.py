@@ -13,7 +13,7 @@ from typing import Any
 
 from ..params import Params
 from ..requests import Split
-from .profile import data_version, profile_key, profile_path, read_profile
+from .profile import data_version, method_fingerprint, profile_key, profile_path, read_profile
 
 
 @dataclass(frozen=True)
@@ -88,11 +88,15 @@ def use_profile(params: Params, split: Split, data: str | None = None) -> Profil
         return ProfileUse(new, sources, None, str(path), [f"no calibration profile {path}: method defaults"])
     profile = read_profile(path, key)
     entries = profile.get("methods") or {}
-    values = {m: (entries.get(m) or {}).get("values") or {} for m in params.unlearn.methods}
+    stale = [m for m in params.unlearn.methods
+             if (entries.get(m) or {}).get("fingerprint") not in (None, method_fingerprint(m))]
+    values = {m: (entries.get(m) or {}).get("values") or {} for m in params.unlearn.methods if m not in stale}
     notes = [f"{m}: params set {sorted(set(v) & params.unlearn.method_config(m).model_fields_set)}, "
              "which win over the profile" for m, v in values.items()
              if set(v) & params.unlearn.method_config(m).model_fields_set]
     notes += [f"{m}: not in profile {path.name} (method defaults)" for m in params.unlearn.methods
               if m not in entries and type(params.unlearn.method_config(m)).search_space]
+    notes += [f"{m}: profile {path.name} was made for other defaults or search space of the method (method "
+              f"defaults; `unlearn calibrate --methods {m}` renews it)" for m in stale]
     new, sources = apply_values(params, values)
     return ProfileUse(new, sources, str(path), str(path), notes)

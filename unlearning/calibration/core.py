@@ -17,7 +17,7 @@ from ..methods import METHODS
 from ..params import Params
 from ..requests import Split
 from ..training import LogFn
-from .profile import new_profile, profile_key, profile_path, read_profile, write_profile
+from .profile import method_fingerprint, new_profile, profile_key, profile_path, read_profile, write_profile
 from .proxies import ProxyRequest, draw_proxies
 from .proxy_models import ProxyCase, ProxyModels
 from .search import MethodSearch, require_optuna, search_method, searched_space
@@ -181,7 +181,7 @@ def finish_calibration(params: Params, plan: CalibrationPlan, outcomes: dict[str
     for name, s in searches.items():
         profile["methods"][name] = {
             **s.as_dict(), "values": s.values if s.chosen == "search" else {},
-            "heldout_gap": heldout[name]["gap"], "heldout_default_gap": heldout[name]["default_gap"],
+            "fingerprint": method_fingerprint(name), "heldout_gap": heldout[name]["gap"], "heldout_default_gap": heldout[name]["default_gap"],
             "proxies": summaries[:-1], "heldout_proxy": summaries[-1], "universe": plan.universe.summary(),
             "settings": cal.model_dump(exclude={"methods", "use_profile", "profile_dir"}), "seed": plan.seed,
             "fixed": setting_config(params, name, {}).model_dump(include=set(

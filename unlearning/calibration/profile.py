@@ -54,6 +54,17 @@ def profile_path(profile_dir: str | Path, key: dict[str, Any]) -> Path:
     return Path(profile_dir) / f"{key_hash(key)}.json"
 
 
+def method_fingerprint(name: str) -> str:
+    """A hash of the method's defaults and search space. A profile entry made under other ones chose its
+    values against settings that are gone (NegGrad's lr 0.02 step cap became a stop at lr 1e-3), so a run
+    leaves such an entry out."""
+    from ..methods import METHODS
+    from ..methods.space import describe_space
+
+    cls = METHODS.get(name).config
+    return content_hash({"defaults": cls().model_dump(mode="json"), "space": describe_space(cls.search_space)})
+
+
 def library_version() -> str:
     try:
         return metadata.version("unlearning-pipeline")
