@@ -181,7 +181,8 @@ def finish_calibration(params: Params, plan: CalibrationPlan, outcomes: dict[str
     for name, s in searches.items():
         profile["methods"][name] = {
             **s.as_dict(), "values": s.values if s.chosen == "search" else {},
-            "fingerprint": method_fingerprint(name), "heldout_gap": heldout[name]["gap"], "heldout_default_gap": heldout[name]["default_gap"],
+            "fingerprint": method_fingerprint(name),
+            "heldout_gap": heldout[name]["gap"], "heldout_default_gap": heldout[name]["default_gap"],
             "proxies": summaries[:-1], "heldout_proxy": summaries[-1], "universe": plan.universe.summary(),
             "settings": cal.model_dump(exclude={"methods", "use_profile", "profile_dir"}), "seed": plan.seed,
             "fixed": setting_config(params, name, {}).model_dump(include=set(

@@ -100,7 +100,8 @@ def neggrad(model: nn.Module, inputs: UnlearnInputs, cfg: NegGradConfig, *, log=
 
     def ascent(m: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         logits = m(x)
-        window.add(logits, y)
+        if stop is not None:  # a host sync per step, so only where the stop reads it
+            window.add(logits, y)
         return -task_loss(logits, y)
 
     def until_stop(batches: Iterator[tuple[Tensor, Tensor]]) -> Iterator[tuple[Tensor, Tensor]]:
@@ -109,14 +110,14 @@ def neggrad(model: nn.Module, inputs: UnlearnInputs, cfg: NegGradConfig, *, log=
                 return
             yield batch
 
-    epoch = 0
-    while not budget.spent and (stop is not None or epoch < cfg.epochs):
+    epoch, done = 0, False
+    while not done:
         epoch += 1
-        loss = optimize(model, ascent, until_stop(budget.take(forget.batches(cfg.batch_size, generator=gen))), opt,
-                        grad_clip=cfg.grad_clip)
-        if log:
-            log({"stage": "neggrad", "epoch": epoch, "epochs": cfg.epochs, "loss": loss,
-                 "window_acc": window.right / max(window.seen, 1)})
-        if stop is not None and window.at_most(stop):
-            break
+        batches = until_stop(budget.take(forget.batches(cfg.batch_size, generator=gen)))
+        loss = optimize(model, ascent, batches, opt, grad_clip=cfg.grad_clip)
+        done = budget.spent or (window.at_most(stop) if stop is not None else epoch >= cfg.epochs)
+        if log:  # a stopped ascent's length is known only when it ends
+            total = epoch if done else (cfg.epochs if stop is None else None)
+            log({"stage": "neggrad", "epoch": epoch, "epochs": total, "loss": loss}
+                | ({"window_acc": window.right / max(window.seen, 1)} if stop is not None else {}))
     return model
