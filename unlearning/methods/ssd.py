@@ -42,6 +42,11 @@ class SsdConfig(MethodConfig):
     (3-epoch recipe, training seeds 0 / 1): α 10 selects 3,725 / 257 weights and leaves forget at 49.6 /
     99.8 % (α 5: 54.0 / 99.8 %; λ 0.1 moves it by at most 4 points). The class rides on weights D_r uses
     too, so it was not adopted.
+
+    No α reaches the oracle on an MNIST class (5-epoch recipe, official order, λ 0.01, training seeds
+    0 / 1 / 2; `bench/results/floor-mnist-cnn-5ep-ssd.*`): the best α of 2.5-10 for each seed, picked
+    with the oracle, is 6.6 points off (α 4.5: 19 % of the class left, retain 96 %), 11.8 (α 2.5: 38 % left,
+    retain 94 %) and 50.8 (every α keeps 97 % or more). Seed 0 collapses one step lower (α 4: retain 39 %).
     """
 
     selection_weighting: float = Field(10.0, gt=0.0)  # α: select parameters with I_f > α · I_D
