@@ -31,7 +31,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.frontier import SCENARIOS  # noqa: E402
+from bench.frontier import FIELDS, SCENARIOS  # noqa: E402
 from unlearning.params import load_params  # noqa: E402
 from unlearning.steps import (  # noqa: E402
     evaluate_model,
@@ -42,8 +42,7 @@ from unlearning.steps import (  # noqa: E402
     with_training_seed,
 )
 
-KEYS = {"forget": "forget/acc", "retain": "retain/acc", "test": "test/acc", "mia": "mia/efficacy",
-        "gap": "oracle/avg_gap"}
+KEYS = {k: metric for k, metric in FIELDS.items() if k != "speedup"}  # frontier's point fields, no timing axis
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
