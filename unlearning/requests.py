@@ -31,6 +31,18 @@ class Split:
     forget_classes: list[int] | None = None  # class / subclass scenarios (subclass: fine ids)
     forget_test_mask: Tensor | None = None  # over test_idx: examples of the forgotten classes / range
     description: str = ""
+    # Classes with no sample in forget + retain: the model's training set lacks them (a calibration universe
+    # without the live request's class, a class a done request removed). None: found from the labels here.
+    absent_classes: list[int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.absent_classes is None:
+            ds = self.dataset
+            if ds.task != "classification":
+                self.absent_classes = []
+            else:
+                held = torch.unique(ds.y_train[torch.cat([self.forget_idx, self.retain_idx])]).tolist()
+                self.absent_classes = sorted(set(range(ds.num_classes)) - set(held))
 
     @property
     def hash(self) -> str:

@@ -90,3 +90,43 @@ def test_target_range_on_regression(diabetes) -> None:
     assert (diabetes.y_train[split.forget_idx] >= lo).all()
     assert (diabetes.y_train[split.retain_idx] < lo).all()
     assert split.scenario == "range" and split.forget_test("cpu") is not None
+
+
+def test_absent_classes_are_those_the_training_set_lacks(digits) -> None:
+    """Classes with no sample in forget + retain (a calibration universe, a class removed by a done request):
+    methods that stand in for kept classes (mnemonic, EMMN) or relabel (random_label, SalUn) leave them out."""
+    import dataclasses
+
+    from unlearning.requests import split_from_ids
+
+    assert resolve(RequestConfig(classes=[3]), digits).absent_classes == []
+    keep = digits.y_train != 3
+    universe = dataclasses.replace(digits, x_train=digits.x_train[keep], y_train=digits.y_train[keep])
+    assert resolve(RequestConfig(random=0.1), universe).absent_classes == [3]
+    removed = torch.nonzero(digits.y_train == 5).flatten().tolist()
+    later = split_from_ids(digits, scenario="ids", forget_ids=[0], removed_ids=removed, val_ids=[0],
+                           forget_test_ids=None, forget_classes=None, description="one id")
+    assert later.absent_classes == [5]
+
+
+def test_relabelling_methods_never_draw_an_absent_class(digits, monkeypatch) -> None:
+    import dataclasses
+
+    import unlearning.methods.random_label as rl
+    from unlearning.methods import unlearn
+    from unlearning.methods.random_label import RandomLabelConfig
+    from unlearning.models import create_model
+
+    drawn = []
+
+    def spy(y, num_classes, generator, exclude=None):
+        drawn.append(sorted(exclude or []))
+        return torch.zeros_like(y)
+
+    monkeypatch.setattr(rl, "random_other_labels", spy)
+    keep = digits.y_train != 3
+    universe = dataclasses.replace(digits, x_train=digits.x_train[keep], y_train=digits.y_train[keep])
+    model = create_model("mlp", digits.num_classes, digits.in_shape)
+    unlearn("random_label", model, resolve(RequestConfig(classes=[8]), universe), RandomLabelConfig(epochs=1))
+    unlearn("random_label", model, resolve(RequestConfig(random=0.05), universe), RandomLabelConfig(epochs=1))
+    assert drawn == [[3, 8], [3]]

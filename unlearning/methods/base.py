@@ -116,6 +116,7 @@ class UnlearnInputs:
         self.num_classes = ds.num_classes
         self.in_shape = ds.in_shape
         self.forget_classes = split.forget_classes
+        self.absent_classes = list(split.absent_classes or [])  # classes the training set lacks (Split)
         self.forget_fraction = split.forget_fraction
         self.mean, self.std = ds.mean, ds.std
         self.augmentable = ds.augment

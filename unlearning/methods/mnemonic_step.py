@@ -6,6 +6,7 @@ the original itself is sure belong to each class.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -15,9 +16,20 @@ from torch import Tensor, nn
 from .emmn import EMMNConfig, optimise_noise
 
 
-def code_fishers(model: nn.Module, codes: Tensor, forget: list[int]) -> tuple[dict[str, Tensor],
-                                                                              dict[str, Tensor]]:
-    """Diagonal empirical Fisher of the forget and remaining classes from the codes (one pass per class).
+@torch.no_grad()
+def absent_classes(model: nn.Module, codes: Tensor, forget: list[int]) -> list[int]:
+    """Kept classes the model does not hold: it gives their own code to another class (a class its training
+    data lacked, as in a calibration universe, or one unlearned earlier). Their codes and impressions say
+    nothing about what the model keeps, so they stay out of F_r and of the keep test (MnemonicConfig)."""
+    model.eval()
+    pred = model(codes).argmax(1).cpu()
+    return [c for c in range(len(codes)) if c not in forget and int(pred[c]) != c]
+
+
+def code_fishers(model: nn.Module, codes: Tensor, forget: list[int],
+                 absent: Collection[int] = ()) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Diagonal empirical Fisher of the forget and remaining classes from the codes (one pass per class);
+    `absent` classes (`absent_classes`) are in neither.
 
     Returns:
         (F_f, F_r): per-parameter means of (∇θ CE(f(m_c), c))² over forget / remaining classes, without the
@@ -29,6 +41,8 @@ def code_fishers(model: nn.Module, codes: Tensor, forget: list[int]) -> tuple[di
     n_f = n_r = 0
     model.eval()
     for c in range(len(codes)):
+        if c in absent:
+            continue
         model.zero_grad(set_to_none=True)
         x = codes[c:c + 1]  # [1, *in_shape]: each code is its own batch
         loss = F.cross_entropy(model(x).float().view(1, -1), torch.tensor([c], device=codes.device))
@@ -80,10 +94,11 @@ class ImpressionProbe:
 
 def impression_probe(model: nn.Module, num_classes: int, in_shape: tuple[int, ...], forget: list[int],
                      counts: tuple[int, int], steps: int, target_scale: float, generator: torch.Generator,
-                     device: torch.device) -> ImpressionProbe:
+                     device: torch.device, absent: Collection[int] = ()) -> ImpressionProbe:
     """Optimise error-minimising noise inputs on θ_o (eval mode: BN untouched), `counts` = (per forget
-    class, per kept class)."""
-    per = torch.tensor([counts[0] if c in forget else counts[1] for c in range(num_classes)], device=device)
+    class, per kept class); `absent` classes get none."""
+    per = torch.tensor([counts[0] if c in forget else 0 if c in absent else counts[1] for c in range(num_classes)],
+                       device=device)
     labels = torch.arange(num_classes, device=device).repeat_interleave(per)
     noise_cfg = EMMNConfig(noise_steps=steps, min_noise_l2=0.0)
     inputs = optimise_noise(model, labels, in_shape, noise_cfg, generator, maximise=False)
