@@ -46,13 +46,7 @@ KEYS = {k: metric for k, metric in FIELDS.items() if k != "speedup"}  # frontier
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default="digits")
-    ap.add_argument("--data-root", default=None, help="folder with the torchvision layout (MNIST/raw/*.gz)")
-    ap.add_argument("--model", default="mlp")
-    ap.add_argument("--width", type=int, default=0, help="0: the model's own width")
-    ap.add_argument("--epochs", type=int, required=True, help="the training recipe's epochs")
-    ap.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    ap = recipe_parser(__doc__)
     ap.add_argument("--scenario", default="class 3", choices=sorted(SCENARIOS))
     ap.add_argument("--method", required=True)
     ap.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2", help="repeatable")
@@ -62,6 +56,26 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     if not args.grid:
         ap.error("give at least one --grid KEY=V1,V2,...")
     return args
+
+
+def recipe_parser(doc: str) -> argparse.ArgumentParser:
+    """A parser with the arguments that pick the data, model, recipe and training seeds of a bench run."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("--data", default="digits")
+    ap.add_argument("--data-root", default=None, help="folder with the torchvision layout (MNIST/raw/*.gz)")
+    ap.add_argument("--model", default="mlp")
+    ap.add_argument("--width", type=int, default=0, help="0: the model's own width")
+    ap.add_argument("--epochs", type=int, required=True, help="the training recipe's epochs")
+    ap.add_argument("--seeds", default="0", help="comma-separated training seeds")
+    return ap
+
+
+def recipe_overrides(args: argparse.Namespace) -> list[str]:
+    """Params overrides for one data set, model and recipe on the CPU, without AIN or a calibration profile."""
+    return [f"data.name={args.data}", f"model.name={args.model}", f"train.epochs={args.epochs}",
+            "train.device=cpu", "evaluate.device=cpu", "evaluate.ain=false", "calibration.use_profile=false",
+            *([f"data.root={args.data_root}"] if args.data_root else []),
+            *([f"model.width={args.width}"] if args.width else [])]
 
 
 def grid_points(specs: list[str]) -> list[dict[str, Any]]:
@@ -88,10 +102,7 @@ def _scalar(text: str) -> Any:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     torch.set_num_threads(1)  # a shared CPU: more threads only add contention
-    base = [f"data.name={args.data}", f"model.name={args.model}", f"train.epochs={args.epochs}",
-            "train.device=cpu", "evaluate.device=cpu", "evaluate.ain=false", "calibration.use_profile=false",
-            SCENARIOS[args.scenario], *([f"data.root={args.data_root}"] if args.data_root else []),
-            *([f"model.width={args.width}"] if args.width else []), *args.set]
+    base = [*recipe_overrides(args), SCENARIOS[args.scenario], *args.set]
     points = grid_points(args.grid)
     # Validate every point's config before any training: a typo fails in a second, not after an hour.
     point_params = [load_params(str(ROOT / "params.yaml"), [*base, f"unlearn.{args.method}={json.dumps(pt)}"])
