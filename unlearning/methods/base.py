@@ -117,6 +117,8 @@ class UnlearnInputs:
         self.in_shape = ds.in_shape
         self.forget_classes = split.forget_classes
         self.absent_classes = list(split.absent_classes or [])  # classes the training set lacks (Split)
+        # Labels a relabelling must never draw: the forgotten classes of a class request, and absent classes.
+        self.excluded_labels = [*(split.forget_classes if split.scenario == "class" else []), *self.absent_classes]
         self.forget_fraction = split.forget_fraction
         self.mean, self.std = ds.mean, ds.std
         self.augmentable = ds.augment

@@ -16,20 +16,10 @@ from torch import Tensor, nn
 from .emmn import EMMNConfig, optimise_noise
 
 
-@torch.no_grad()
-def absent_classes(model: nn.Module, codes: Tensor, forget: list[int]) -> list[int]:
-    """Kept classes the model does not hold: it gives their own code to another class (a class its training
-    data lacked, as in a calibration universe, or one unlearned earlier). Their codes and impressions say
-    nothing about what the model keeps, so they stay out of F_r and of the keep test (MnemonicConfig)."""
-    model.eval()
-    pred = model(codes).argmax(1).cpu()
-    return [c for c in range(len(codes)) if c not in forget and int(pred[c]) != c]
-
-
 def code_fishers(model: nn.Module, codes: Tensor, forget: list[int],
                  absent: Collection[int] = ()) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
     """Diagonal empirical Fisher of the forget and remaining classes from the codes (one pass per class);
-    `absent` classes (`absent_classes`) are in neither.
+    `absent` classes (`Split.absent_classes`: never learned, their codes say nothing) are in neither.
 
     Returns:
         (F_f, F_r): per-parameter means of (∇θ CE(f(m_c), c))² over forget / remaining classes, without the

@@ -40,8 +40,8 @@ def random_label(model: nn.Module, inputs: UnlearnInputs, cfg: RandomLabelConfig
     superclass other than the parent (the label is already the parent); otherwise any wrong label.
     """
     forget = inputs.forget
-    exclude = [*(inputs.forget_classes if inputs.scenario == "class" else []), *inputs.absent_classes]
-    relabelled = forget.with_labels(random_other_labels(forget.y, inputs.num_classes, inputs.generator(1), exclude))
+    relabelled = forget.with_labels(random_other_labels(forget.y, inputs.num_classes, inputs.generator(1),
+                                                        inputs.excluded_labels))
     data = concat(relabelled, inputs.retain) if cfg.with_retain else relabelled
     recipe = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, optimizer="adam", lr=cfg.lr,
                          seed=inputs.seed, augment=False)

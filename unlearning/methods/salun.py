@@ -80,8 +80,7 @@ def saliency_mask(model: nn.Module, forget: Samples, fraction: float, batch_size
 def _random_labels(y: Tensor, inputs: UnlearnInputs, mode: str, gen: torch.Generator) -> Tensor:
     if mode == "uniform":
         return torch.randint(0, inputs.num_classes, (len(y),), generator=gen).to(y.device)
-    exclude = [*(inputs.forget_classes if inputs.scenario == "class" else []), *inputs.absent_classes]
-    return random_other_labels(y, inputs.num_classes, gen, exclude)
+    return random_other_labels(y, inputs.num_classes, gen, inputs.excluded_labels)
 
 
 @register_method("salun", config=SalunConfig, needs={"forget", "retain"})
