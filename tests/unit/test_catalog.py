@@ -50,6 +50,22 @@ def test_weak_by_design_methods_are_labelled_where_they_are_weak():
     assert any(line.startswith("nabla_tau (weak): weak unlearning by design") for line in lines)
 
 
+def test_every_weak_label_says_why_and_a_measured_one_cites_its_floor_run():
+    """A measured label is a claim about numbers: it must point at the bench results that hold them."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    reasons = {(row["name"], s): why for row in method_catalogue() for s, why in row["weak_on"].items()}
+    assert reasons, "no method is labelled weak anywhere"
+    for (name, scenario), why in reasons.items():
+        assert "by design" in why or why.startswith("measured:"), f"{name} on {scenario}: say by design or measured"
+        if "measured" in why:
+            cited = re.findall(r"bench/results/[\w.*-]+\.json", why)
+            assert cited, f"{name} on {scenario}: a measured label names its bench/results file"
+            assert all(list(root.glob(c)) for c in cited), f"{name} on {scenario}: {cited} not in the repo"
+
+
 def test_weak_on_must_name_a_scenario_the_method_runs_on():
     from unlearning.methods.base import MethodConfig, register_method
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..data import Samples
+from ..models import fresh_copy
 
 
 def cycle(samples: Samples, batch_size: int, generator: torch.Generator,
@@ -52,3 +54,15 @@ class StepBudget:
     @property
     def spent(self) -> bool:
         return self.left is not None and self.left <= 0
+
+
+def fresh_network(model: nn.Module, seed: int) -> nn.Module:
+    """A randomly initialised network of the same architecture (registry spec, else reset_parameters)."""
+    if getattr(model, "spec", None) is not None:
+        return fresh_copy(model, seed=seed)
+    torch.manual_seed(seed)
+    new = copy.deepcopy(model)
+    for m in new.modules():
+        if hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    return new

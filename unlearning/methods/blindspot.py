@@ -15,8 +15,9 @@ from torch import Tensor, nn
 from ..config import TrainConfig
 from ..data import Samples, concat
 from ..training import fit, make_optimizer, optimize
+from ._common import fresh_network
 from .base import MethodConfig, UnlearnInputs, register_method
-from .gkt import attention_loss, fresh_network
+from .gkt import attention_loss
 from .space import Dist, LogUniform
 
 

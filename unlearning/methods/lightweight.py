@@ -25,9 +25,8 @@ from torch import Tensor, nn
 
 from ..data import Samples
 from ..training import make_optimizer, optimize, predict, task_loss
-from ._common import cycle
+from ._common import cycle, fresh_network
 from .base import MethodConfig, UnlearnInputs, register_method
-from .gkt import fresh_network
 from .space import Dist, LogUniform
 
 
