@@ -10,7 +10,7 @@ export UV_LINK_MODE := copy
 export DVC_NO_ANALYTICS := 1
 export DO_NOT_TRACK := true
 
-.PHONY: run test lint clean stack-up stack-down stack-status
+.PHONY: run test lint clean stack-up stack-down stack-status digests
 
 $(UV):
 	$(PYTHON) -m venv .uvtool
@@ -27,6 +27,19 @@ run: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check unlearning flows tests bench
 	$(VENV)/bin/python -m pytest
+
+# Issue #12's tables, one per recipe, joined from the frontier runs in bench/results (oldest first: a later
+# run's point replaces an earlier one's). Reads JSON only; no training.
+R := bench/results
+MNIST5 := $(addprefix $(R)/frontier-mnist-cnn-5ep,.json -unsir256.json -gkt.json -rest.json -random-rest.json \
+	-mnemonic.json -cal-rest.json -random-salun-scrub.json -badt-cal.json -neggrad-ssd.json -random-neggrad.json \
+	-random-cal-rest.json -emmn-deep.json -finetune.json -badt-deep.json -rl-scrub.json -random-salun.json)
+digests: $(VENV)/.installed
+	for m in mlp cnn; do $(VENV)/bin/python bench/frontier_digest.py --out $(R)/digest-digits-$$m.md --runs \
+		$(R)/frontier-digits-$$m-unsir256.json $(R)/frontier-digits-$$m-neggrad.json $(R)/frontier-digits-$$m.json \
+		$(R)/frontier-digits-$$m-mnemonic.json > /dev/null || exit 1; done
+	$(VENV)/bin/python bench/frontier_digest.py --out $(R)/digest-mnist-cnn-5ep.md --runs $(MNIST5) > /dev/null
+	@echo "written: $(R)/digest-digits-mlp.md $(R)/digest-digits-cnn.md $(R)/digest-mnist-cnn-5ep.md"
 
 # The local distributed stack (flows/stack.py): PostgreSQL, the MLflow server on it, a Dask scheduler and
 # workers, a DVC remote folder, all in .stack/; `set -a; . .stack/env; set +a` points the pipeline at it.
