@@ -33,7 +33,8 @@ test: $(VENV)/.installed
 R := bench/results
 MNIST5 := $(addprefix $(R)/frontier-mnist-cnn-5ep,.json -unsir256.json -gkt.json -rest.json -random-rest.json \
 	-mnemonic.json -cal-rest.json -random-salun-scrub.json -badt-cal.json -neggrad-ssd.json -random-neggrad.json \
-	-random-cal-rest.json -emmn-deep.json -finetune.json -badt-deep.json -rl-scrub.json -random-salun.json)
+	-random-cal-rest.json -emmn-deep.json -finetune.json -badt-deep.json -rl-scrub.json -random-salun.json \
+	-salun.json)
 digests: $(VENV)/.installed
 	for m in mlp cnn; do $(VENV)/bin/python bench/frontier_digest.py --out $(R)/digest-digits-$$m.md --runs \
 		$(R)/frontier-digits-$$m-unsir256.json $(R)/frontier-digits-$$m-neggrad.json $(R)/frontier-digits-$$m.json \
