@@ -36,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.frontier_report import finite, is_noop, metrics_table, plot, table  # noqa: E402
+from bench.frontier_report import finite, is_noop, metrics_table, plot, read_alike, table  # noqa: E402
 from unlearning.calibration.core import calibrate  # noqa: E402
 from unlearning.calibration.profile import data_version  # noqa: E402
 from unlearning.metrics import accuracy  # noqa: E402
@@ -191,12 +191,8 @@ def report(result: dict[str, Any], out: Path) -> None:
 def merge(paths: list[Path], out: Path) -> int:
     """One result from runs of other scenarios made side by side (`--scenarios` per process); their recipe,
     data and model must agree. Wall time is the longest run's (they ran at once)."""
-    runs = [json.loads(p.read_text()) for p in paths]
+    runs = read_alike(paths, ("dataset", "model", "epochs", "seeds", "overrides"))
     first = runs[0]
-    for p, run in zip(paths[1:], runs[1:], strict=True):
-        for key in ("dataset", "model", "epochs", "seeds", "overrides"):  # older files have no overrides
-            if run.get(key, []) != first.get(key, []):
-                raise SystemExit(f"{p}: {key} {run.get(key)!r} differs from {paths[0]}: {first.get(key)!r}; not merged")
     merged = {**first, "scenarios": {s: r for run in runs for s, r in run["scenarios"].items()},
               "methods": list(dict.fromkeys(m for run in runs for m in run["methods"])),
               "recipe_test_acc": next((run["recipe_test_acc"] for run in runs if run.get("recipe_test_acc")), {}),

@@ -16,7 +16,6 @@ the search's cost, the source files, the weak labels, and #12's checks:
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.frontier_report import finite, is_noop, pm  # noqa: E402
+from bench.frontier_report import finite, is_noop, pm, read_alike  # noqa: E402
 from unlearning.catalog import method_catalogue  # noqa: E402
 
 SAME = ("dataset", "model", "epochs", "seeds")
@@ -32,14 +31,9 @@ SAME = ("dataset", "model", "epochs", "seeds")
 
 def join(paths: list[Path]) -> dict[str, Any]:
     """The runs' points per scenario and method, later files winning, each point tagged with its file."""
-    runs = [(p, json.loads(p.read_text())) for p in paths]
-    first_path, first = runs[0]
-    for p, run in runs[1:]:
-        for key in SAME:
-            if run.get(key) != first.get(key):
-                raise SystemExit(f"{p}: {key} {run.get(key)!r} differs from {first_path}'s {first.get(key)!r}")
-    out: dict[str, Any] = {k: first[k] for k in SAME} | {"files": [str(p) for p in paths], "scenarios": {}}
-    for p, run in runs:
+    runs = read_alike(paths, SAME)
+    out: dict[str, Any] = {k: runs[0][k] for k in SAME} | {"files": [str(p) for p in paths], "scenarios": {}}
+    for p, run in zip(paths, runs, strict=True):
         for scenario, res in run["scenarios"].items():
             s = out["scenarios"].setdefault(scenario, {"original": res.get("original"), "original_gaps": {},
                                                        "methods": {}})

@@ -4,6 +4,7 @@ calibration cost) and the plot. Kept apart so the runner stays about running."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,17 @@ def is_noop(p: dict[str, Any], original: dict[str, Any] | None) -> bool:
         return False
     return all(finite(p[k]) and finite(original.get(k)) and abs(p[k] - original[k]) <= tol
                for k, tol in (("gap", 0.005), ("forget", 0.0005), ("retain", 0.0005)))
+
+
+def read_alike(paths: list[Path], keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The runs stored at `paths`; exits with a one-line reason unless each agrees with the first on `keys`
+    (a missing key counts as empty: older files have no overrides)."""
+    runs = [json.loads(p.read_text()) for p in paths]
+    for p, run in zip(paths[1:], runs[1:], strict=True):
+        for key in keys:
+            if run.get(key, []) != runs[0].get(key, []):
+                raise SystemExit(f"{p}: {key} {run.get(key)!r} differs from {paths[0]}: {runs[0].get(key)!r}")
+    return runs
 
 
 def pm(mean: Any, ci: Any, digits: int) -> str:
